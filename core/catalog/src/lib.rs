@@ -1,0 +1,89 @@
+//! The hub's catalog: packages and versions, the chunk index that says where
+//! each chunk lives in the content store, enrollment tokens and enrolled
+//! clients. SQLite in WAL mode with `synchronous=FULL`: a publish or an
+//! enrollment that was acknowledged survives a power loss.
+//!
+//! Roles talk to the catalog through [`HubCatalog`] so that another database
+//! can replace SQLite without touching them.
+
+mod schema;
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteCatalog;
+pub use types::*;
+
+use ferry_content::{Digest, PackageName};
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The version is already published.
+    #[error("{name} {version} is already published; versions are immutable, publish a new version instead")]
+    DuplicateVersion {
+        /// Package name.
+        name: String,
+        /// Version.
+        version: String,
+    },
+    /// The token is unknown or its secret does not match.
+    #[error("enrollment token is not valid for this hub (mistyped, forged, or from another hub); create a new one with `ferry token create`")]
+    TokenInvalid,
+    /// The token was redeemed before.
+    #[error("enrollment token was already used; tokens are one-time, create a new one with `ferry token create`")]
+    TokenUsed,
+    /// The token's lifetime ran out.
+    #[error("enrollment token expired at {0}; create a new one with `ferry token create`")]
+    TokenExpired(String),
+    /// The database failed.
+    #[error("catalog database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Applying the schema failed.
+    #[error("catalog schema migration failed: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// Stored data that cannot be read back.
+    #[error("catalog holds corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// What the hub needs from its catalog.
+pub trait HubCatalog: Send + Sync {
+    /// Of `digests`, those the chunk index does not know.
+    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<Digest>, CatalogError>;
+    /// Where a chunk can be read: object, offset, length.
+    fn chunk_location(&self, digest: &Digest) -> Result<Option<ChunkLocation>, CatalogError>;
+    /// Whether `name@version` is published.
+    fn version_exists(&self, name: &PackageName, version: &semver::Version)
+    -> Result<bool, CatalogError>;
+    /// Makes a version visible together with its objects and chunk index, in
+    /// one transaction.
+    fn commit_version(&self, version: &NewVersion) -> Result<(), CatalogError>;
+    /// All versions, optionally of one package, newest first per package.
+    fn list_versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionRecord>, CatalogError>;
+    /// A version's manifest bytes, by TUF target name.
+    fn manifest_by_target(&self, target: &str) -> Result<Option<Vec<u8>>, CatalogError>;
+    /// Every published target: name, manifest bytes.
+    fn all_targets(&self) -> Result<Vec<(String, Vec<u8>)>, CatalogError>;
+    /// Objects no version references any more.
+    fn unreferenced_objects(&self) -> Result<Vec<Digest>, CatalogError>;
+    /// Forgets an object and its chunk index entries.
+    fn delete_object(&self, id: &Digest) -> Result<(), CatalogError>;
+    /// Whether an object is referenced by a published version.
+    fn object_known(&self, id: &Digest) -> Result<bool, CatalogError>;
+    /// Stores a new enrollment token.
+    fn insert_token(&self, token: &TokenRecord) -> Result<(), CatalogError>;
+    /// Redeems a token and records the client it enrolls, atomically.
+    fn redeem_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &[u8; 32],
+        now: i64,
+        client: &ClientRecord,
+    ) -> Result<TokenRecord, CatalogError>;
+    /// The client holding a certificate, by the certificate's SHA-256.
+    fn client_by_cert(&self, cert_sha256: &[u8; 32]) -> Result<Option<ClientRecord>, CatalogError>;
+    /// All enrolled clients.
+    fn list_clients(&self) -> Result<Vec<ClientRecord>, CatalogError>;
+    /// Revokes a client; returns whether it existed.
+    fn revoke_client(&self, id: &str, now: i64) -> Result<bool, CatalogError>;
+}

@@ -1,0 +1,65 @@
+use rusqlite_migration::{M, Migrations};
+
+/// The hub schema, one migration per change; never edit a released step.
+pub(crate) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+        CREATE TABLE versions (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            target TEXT NOT NULL UNIQUE,
+            manifest BLOB NOT NULL,
+            total_size INTEGER NOT NULL,
+            file_count INTEGER NOT NULL,
+            published_at INTEGER NOT NULL,
+            published_by TEXT NOT NULL,
+            PRIMARY KEY (name, version)
+        );
+        CREATE TABLE objects (
+            id BLOB PRIMARY KEY,
+            size INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE version_objects (
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            object BLOB NOT NULL REFERENCES objects(id),
+            PRIMARY KEY (name, version, object),
+            FOREIGN KEY (name, version) REFERENCES versions(name, version)
+        ) WITHOUT ROWID;
+        CREATE INDEX version_objects_by_object ON version_objects(object);
+        CREATE TABLE chunks (
+            digest BLOB PRIMARY KEY,
+            object BLOB NOT NULL REFERENCES objects(id),
+            offset INTEGER NOT NULL,
+            len INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX chunks_by_object ON chunks(object);
+        CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            secret_sha256 BLOB NOT NULL,
+            role TEXT NOT NULL,
+            site TEXT,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            used_at INTEGER,
+            used_by TEXT
+        );
+        CREATE TABLE clients (
+            id TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            site TEXT,
+            cert_sha256 BLOB NOT NULL UNIQUE,
+            enrolled_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        );
+        "#,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        super::migrations().validate().unwrap();
+    }
+}

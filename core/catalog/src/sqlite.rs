@@ -1,0 +1,461 @@
+use std::path::Path;
+use std::sync::Mutex;
+
+use ferry_content::{Digest, PackageName};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{
+    CatalogError, ChunkLocation, ClientRecord, HubCatalog, NewVersion, Role, TokenRecord,
+    VersionRecord, schema,
+};
+
+/// The SQLite catalog: one file, WAL, `synchronous=FULL`, foreign keys on.
+pub struct SqliteCatalog {
+    conn: Mutex<Connection>,
+}
+
+fn digest(bytes: Vec<u8>) -> Result<Digest, CatalogError> {
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| CatalogError::Corrupt("a stored digest is not 32 bytes".into()))?;
+    Ok(Digest(arr))
+}
+
+fn role(text: String) -> Result<Role, CatalogError> {
+    text.parse().map_err(CatalogError::Corrupt)
+}
+
+impl SqliteCatalog {
+    /// Opens or creates the catalog at `path` and migrates it to the latest
+    /// schema.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        schema::migrations().to_latest(&mut conn)?;
+        Ok(SqliteCatalog {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl HubCatalog for SqliteCatalog {
+    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<Digest>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
+        let mut missing = Vec::new();
+        for d in digests {
+            if !stmt.exists(params![&d.0[..]])? {
+                missing.push(*d);
+            }
+        }
+        Ok(missing)
+    }
+
+    fn chunk_location(&self, d: &Digest) -> Result<Option<ChunkLocation>, CatalogError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT object, offset, len FROM chunks WHERE digest = ?1",
+                params![&d.0[..]],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()?;
+        row.map(|(o, offset, len)| {
+            Ok(ChunkLocation {
+                object: digest(o)?,
+                offset: offset as u64,
+                len: len as u32,
+            })
+        })
+        .transpose()
+    }
+
+    fn version_exists(
+        &self,
+        name: &PackageName,
+        version: &semver::Version,
+    ) -> Result<bool, CatalogError> {
+        let conn = self.conn();
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM versions WHERE name = ?1 AND version = ?2")?
+            .exists(params![name.as_str(), version.to_string()])?)
+    }
+
+    fn commit_version(&self, v: &NewVersion) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO versions
+             (name, version, target, manifest, total_size, file_count, published_at, published_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                v.name,
+                v.version.to_string(),
+                v.target,
+                v.manifest,
+                v.total_size as i64,
+                v.file_count as i64,
+                v.published_at,
+                v.published_by
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(CatalogError::DuplicateVersion {
+                name: v.name.clone(),
+                version: v.version.to_string(),
+            });
+        }
+        {
+            let mut obj = tx.prepare_cached("INSERT OR IGNORE INTO objects (id, size) VALUES (?1, ?2)")?;
+            let mut link = tx.prepare_cached(
+                "INSERT OR IGNORE INTO version_objects (name, version, object) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut chunk = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chunks (digest, object, offset, len) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let version = v.version.to_string();
+            for o in &v.objects {
+                let fresh = obj.execute(params![&o.id.0[..], o.size as i64])? == 1;
+                link.execute(params![v.name, version, &o.id.0[..]])?;
+                if fresh {
+                    for (d, offset, len) in &o.chunks {
+                        chunk.execute(params![&d.0[..], &o.id.0[..], *offset as i64, *len as i64])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionRecord>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, version, target, total_size, file_count, published_at, published_by
+             FROM versions WHERE ?1 IS NULL OR name = ?1",
+        )?;
+        let rows = stmt.query_map(params![name.map(|n| n.as_str())], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, version, target, total, files, at, by) = row?;
+            let version = semver::Version::parse(&version)
+                .map_err(|e| CatalogError::Corrupt(format!("version {version:?}: {e}")))?;
+            out.push(VersionRecord {
+                name,
+                version,
+                target,
+                total_size: total as u64,
+                file_count: files as u64,
+                published_at: at,
+                published_by: by,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(b.version.cmp(&a.version)));
+        Ok(out)
+    }
+
+    fn manifest_by_target(&self, target: &str) -> Result<Option<Vec<u8>>, CatalogError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT manifest FROM versions WHERE target = ?1",
+                params![target],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn all_targets(&self) -> Result<Vec<(String, Vec<u8>)>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT target, manifest FROM versions ORDER BY target")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn unreferenced_objects(&self) -> Result<Vec<Digest>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM objects WHERE id NOT IN (SELECT object FROM version_objects)",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| digest(r?)).collect()
+    }
+
+    fn delete_object(&self, id: &Digest) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM chunks WHERE object = ?1", params![&id.0[..]])?;
+        tx.execute("DELETE FROM objects WHERE id = ?1", params![&id.0[..]])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn object_known(&self, id: &Digest) -> Result<bool, CatalogError> {
+        let conn = self.conn();
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM objects WHERE id = ?1")?
+            .exists(params![&id.0[..]])?)
+    }
+
+    fn insert_token(&self, t: &TokenRecord) -> Result<(), CatalogError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO tokens (id, secret_sha256, role, site, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                t.id,
+                &t.secret_sha256[..],
+                t.role.as_str(),
+                t.site,
+                t.created_at,
+                t.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &[u8; 32],
+        now: i64,
+        client: &ClientRecord,
+    ) -> Result<TokenRecord, CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                "SELECT secret_sha256, role, site, created_at, expires_at, used_at
+                 FROM tokens WHERE id = ?1",
+                params![token_id],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((stored, role_text, site, created_at, expires_at, used_at)) = row else {
+            return Err(CatalogError::TokenInvalid);
+        };
+        // Compare in constant time so the check leaks nothing about the secret.
+        let matches = stored.len() == 32
+            && stored
+                .iter()
+                .zip(secret_sha256)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !matches {
+            return Err(CatalogError::TokenInvalid);
+        }
+        if used_at.is_some() {
+            return Err(CatalogError::TokenUsed);
+        }
+        if now >= expires_at {
+            let when = chrono_like(expires_at);
+            return Err(CatalogError::TokenExpired(when));
+        }
+        let token = TokenRecord {
+            id: token_id.to_owned(),
+            secret_sha256: *secret_sha256,
+            role: role(role_text)?,
+            site,
+            created_at,
+            expires_at,
+        };
+        tx.execute(
+            "UPDATE tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3",
+            params![now, client.id, token_id],
+        )?;
+        tx.execute(
+            "INSERT INTO clients (id, role, site, cert_sha256, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                client.id,
+                token.role.as_str(),
+                token.site,
+                &client.cert_sha256[..],
+                client.enrolled_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(token)
+    }
+
+    fn client_by_cert(&self, cert: &[u8; 32]) -> Result<Option<ClientRecord>, CatalogError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, role, site, enrolled_at, revoked_at FROM clients WHERE cert_sha256 = ?1",
+                params![&cert[..]],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(id, role_text, site, enrolled_at, revoked_at)| {
+            Ok(ClientRecord {
+                id,
+                role: role(role_text)?,
+                site,
+                cert_sha256: *cert,
+                enrolled_at,
+                revoked_at,
+            })
+        })
+        .transpose()
+    }
+
+    fn list_clients(&self) -> Result<Vec<ClientRecord>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, role, site, cert_sha256, enrolled_at, revoked_at FROM clients ORDER BY enrolled_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, role_text, site, cert, enrolled_at, revoked_at) = row?;
+            out.push(ClientRecord {
+                id,
+                role: role(role_text)?,
+                site,
+                cert_sha256: digest(cert)?.0,
+                enrolled_at,
+                revoked_at,
+            });
+        }
+        Ok(out)
+    }
+
+    fn revoke_client(&self, id: &str, now: i64) -> Result<bool, CatalogError> {
+        let conn = self.conn();
+        Ok(conn.execute(
+            "UPDATE clients SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+            params![now, id],
+        )? == 1)
+    }
+}
+
+fn chrono_like(unix: i64) -> String {
+    format!("unix time {unix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewObject;
+
+    fn catalog(tag: &str) -> (SqliteCatalog, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ferry-cat-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        (SqliteCatalog::open(&dir.join("catalog.db")).unwrap(), dir)
+    }
+
+    fn version(v: &str, object: Digest) -> NewVersion {
+        NewVersion {
+            name: "demo".into(),
+            version: v.parse().unwrap(),
+            target: format!("demo@{v}.json"),
+            manifest: b"{}".to_vec(),
+            total_size: 3,
+            file_count: 1,
+            published_at: 1,
+            published_by: "pub".into(),
+            objects: vec![NewObject {
+                id: object,
+                size: 3,
+                chunks: vec![(Digest::of(b"abc"), 0, 3)],
+            }],
+        }
+    }
+
+    #[test]
+    fn publish_is_immutable_and_indexed() {
+        let (c, dir) = catalog("ver");
+        let obj = Digest::of(b"obj");
+        c.commit_version(&version("1.0.0", obj)).unwrap();
+        assert!(matches!(
+            c.commit_version(&version("1.0.0", obj)),
+            Err(CatalogError::DuplicateVersion { .. })
+        ));
+        assert_eq!(c.missing_chunks(&[Digest::of(b"abc"), Digest::of(b"x")]).unwrap(), vec![Digest::of(b"x")]);
+        assert_eq!(c.chunk_location(&Digest::of(b"abc")).unwrap().unwrap().object, obj);
+        c.commit_version(&version("1.1.0", obj)).unwrap();
+        let listed: Vec<_> = c.list_versions(None).unwrap().into_iter().map(|v| v.version.to_string()).collect();
+        assert_eq!(listed, ["1.1.0", "1.0.0"]);
+        assert!(c.unreferenced_objects().unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tokens_are_one_time_and_expire() {
+        let (c, dir) = catalog("tok");
+        let secret = [7u8; 32];
+        c.insert_token(&TokenRecord {
+            id: "t1".into(),
+            secret_sha256: secret,
+            role: Role::Agent,
+            site: Some("berlin".into()),
+            created_at: 0,
+            expires_at: 100,
+        })
+        .unwrap();
+        let client = |id: &str, fp: u8| ClientRecord {
+            id: id.into(),
+            role: Role::Agent,
+            site: None,
+            cert_sha256: [fp; 32],
+            enrolled_at: 1,
+            revoked_at: None,
+        };
+        assert!(matches!(c.redeem_token("t1", &[8u8; 32], 1, &client("a", 1)), Err(CatalogError::TokenInvalid)));
+        assert!(matches!(c.redeem_token("t1", &secret, 100, &client("a", 1)), Err(CatalogError::TokenExpired(_))));
+        let t = c.redeem_token("t1", &secret, 50, &client("a", 1)).unwrap();
+        assert_eq!(t.site.as_deref(), Some("berlin"));
+        assert!(matches!(c.redeem_token("t1", &secret, 51, &client("b", 2)), Err(CatalogError::TokenUsed)));
+        let got = c.client_by_cert(&[1u8; 32]).unwrap().unwrap();
+        assert_eq!((got.role, got.site.as_deref()), (Role::Agent, Some("berlin")));
+        assert!(c.revoke_client("a", 60).unwrap());
+        assert!(c.client_by_cert(&[1u8; 32]).unwrap().unwrap().revoked_at.is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

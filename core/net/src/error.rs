@@ -1,0 +1,85 @@
+use std::path::PathBuf;
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Certificate or key generation, parsing or signing failed.
+    #[error("certificate error: {0}")]
+    Certificate(String),
+    /// TLS configuration failed.
+    #[error("TLS configuration error: {0}")]
+    Tls(String),
+    /// An enrollment token could not be parsed.
+    #[error("malformed enrollment token: {0}; copy the whole token printed by `ferry token create`")]
+    BadToken(String),
+    /// The server's CA does not match the fingerprint in the token.
+    #[error(
+        "the server at {url} presented a CA with fingerprint {actual}, but the token pins {expected}; you may be talking to the wrong hub or to an impostor"
+    )]
+    CaMismatch {
+        /// The server URL.
+        url: String,
+        /// Fingerprint from the token.
+        expected: String,
+        /// Fingerprint presented.
+        actual: String,
+    },
+    /// The server answered with an error status.
+    #[error("{status} from {url}: {message}")]
+    Status {
+        /// URL of the request.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The request did not complete.
+    #[error("request to {url} failed: {detail}")]
+    Request {
+        /// URL of the request.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A response body longer than allowed.
+    #[error("response from {url} is longer than the {limit} bytes expected")]
+    TooLarge {
+        /// URL of the request.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// Client credentials are missing or unreadable.
+    #[error("{0}")]
+    Credentials(String),
+    /// File I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl NetError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        NetError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// HTTP status of a [`NetError::Status`], if that is what this is.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            NetError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn cert_err(e: impl std::fmt::Display) -> NetError {
+    NetError::Certificate(e.to_string())
+}

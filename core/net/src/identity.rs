@@ -1,0 +1,213 @@
+use std::net::IpAddr;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use sha2::Digest as _;
+use time::{Duration, OffsetDateTime};
+
+use crate::NetError;
+use crate::error::cert_err;
+
+/// SHA-256 of a certificate's DER encoding: how Ferry names certificates.
+pub fn cert_sha256(der: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(der).into()
+}
+
+fn dn(common_name: &str, unit: Option<&str>) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::CommonName, common_name);
+    d.push(DnType::OrganizationName, "Ferry");
+    if let Some(u) = unit {
+        d.push(DnType::OrganizationalUnitName, u);
+    }
+    d
+}
+
+fn validity(p: &mut CertificateParams, days: i64) {
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now + Duration::days(days);
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// The hub's certificate authority: it signs the hub's server certificate and
+/// every enrolled client's certificate.
+pub struct CertificateAuthority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl CertificateAuthority {
+    /// Creates a new CA valid for ten years.
+    pub fn generate(name: &str) -> Result<(Self, IssuedCertificate), NetError> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(name, Some("hub CA"));
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        validity(&mut p, 3650);
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let cert = p.self_signed(&key).map_err(cert_err)?;
+        let issued = IssuedCertificate {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        let ca = Self::from_pem(&issued.cert_pem, &issued.key_pem)?;
+        Ok((ca, issued))
+    }
+
+    /// Loads a CA from its certificate and key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, NetError> {
+        let key = KeyPair::from_pem(key_pem).map_err(cert_err)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(cert_err)?;
+        Ok(CertificateAuthority {
+            cert_pem: cert_pem.to_owned(),
+            issuer,
+        })
+    }
+
+    /// Loads `ca.pem` and `ca.key` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self, NetError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| NetError::io(&path, e))
+        };
+        Self::from_pem(&read("ca.pem")?, &read("ca.key")?)
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// SHA-256 of the CA certificate's DER: what enrollment tokens pin.
+    pub fn fingerprint(&self) -> Result<[u8; 32], NetError> {
+        let der = pem_to_der(&self.cert_pem)?;
+        Ok(cert_sha256(&der))
+    }
+
+    /// Issues the hub's TLS server certificate for the given names and
+    /// addresses (two years).
+    pub fn issue_server(
+        &self,
+        dns_names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<IssuedCertificate, NetError> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(
+            dns_names.first().map(String::as_str).unwrap_or("ferry-hub"),
+            Some("hub"),
+        );
+        for name in dns_names {
+            p.subject_alt_names
+                .push(SanType::DnsName(name.as_str().try_into().map_err(cert_err)?));
+        }
+        for ip in ips {
+            p.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(rand::random::<u64>().into());
+        validity(&mut p, 730);
+        let key = KeyPair::generate().map_err(cert_err)?;
+        Ok(IssuedCertificate {
+            cert_pem: p.signed_by(&key, &self.issuer).map_err(cert_err)?.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a client's CSR. Only the public key is taken from the request;
+    /// the CA decides the name (client id, role, site) and the validity.
+    pub fn sign_client_csr(
+        &self,
+        csr_pem: &str,
+        client_id: &str,
+        role: &str,
+        site: Option<&str>,
+        days: i64,
+    ) -> Result<String, NetError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| NetError::Certificate(format!("the certificate request is invalid: {e}")))?;
+        let mut p = CertificateParams::default();
+        let mut d = dn(client_id, Some(role));
+        if let Some(site) = site {
+            d.push(DnType::LocalityName, site);
+        }
+        p.distinguished_name = d;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(rand::random::<u64>().into());
+        validity(&mut p, days);
+        Ok(p
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(cert_err)?
+            .pem())
+    }
+}
+
+/// A client's fresh key and the certificate request carrying its public half.
+/// The private key never leaves the client.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    /// The private key (PKCS#8 PEM).
+    pub key_pem: String,
+    /// The certificate signing request (PEM).
+    pub csr_pem: String,
+}
+
+/// Generates a client key pair and CSR.
+pub fn generate_client_key() -> Result<ClientKey, NetError> {
+    let key = KeyPair::generate().map_err(cert_err)?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn("ferry-client", None);
+    let csr = p.serialize_request(&key).map_err(cert_err)?;
+    Ok(ClientKey {
+        key_pem: key.serialize_pem(),
+        csr_pem: csr.pem().map_err(cert_err)?,
+    })
+}
+
+/// DER of the first certificate in a PEM text.
+pub(crate) fn pem_to_der(pem: &str) -> Result<Vec<u8>, NetError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|c| c.to_vec())
+        .map_err(|e| NetError::Certificate(format!("not a PEM certificate: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_roundtrip_keeps_ca_chosen_name() {
+        let (ca, issued) = CertificateAuthority::generate("test hub").unwrap();
+        let reloaded = CertificateAuthority::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
+        assert_eq!(ca.fingerprint().unwrap(), reloaded.fingerprint().unwrap());
+        let client = generate_client_key().unwrap();
+        let cert = reloaded
+            .sign_client_csr(&client.csr_pem, "agent-1", "agent", Some("berlin"), 30)
+            .unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(ca.sign_client_csr("garbage", "x", "agent", None, 1).is_err());
+    }
+}

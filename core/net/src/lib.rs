@@ -1,0 +1,23 @@
+//! Ferry's network layer: identities (the hub's CA, server and client
+//! certificates), enrollment tokens, rustls configurations, the `/v1` API
+//! types, an HTTPS client that trusts only the pinned hub CA, and the HTTPS
+//! server loop that tells handlers which certificate the caller presented.
+
+pub mod api;
+mod client;
+mod credentials;
+mod error;
+mod identity;
+mod server;
+mod tls;
+mod token;
+
+pub use client::{HubClient, Response};
+pub use credentials::{ClientCredentials, ClientInfo};
+pub use error::NetError;
+pub use identity::{
+    CertificateAuthority, ClientKey, IssuedCertificate, cert_sha256, generate_client_key,
+};
+pub use server::{Peer, serve};
+pub use tls::{client_config, fetch_ca_pinned, provider, server_config};
+pub use token::EnrollmentToken;

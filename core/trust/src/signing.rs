@@ -1,0 +1,296 @@
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use tough::editor::RepositoryEditor;
+use tough::editor::signed::SignedRole;
+use tough::schema::{Hashes, KeyHolder, Root, RoleKeys as TufRoleKeys, RoleType, Signed, Target};
+
+use crate::keys::ROLES;
+use crate::{RoleKeys, TrustError};
+
+/// How long each role's metadata stays valid after it is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifetimes {
+    /// Root metadata.
+    #[serde(with = "humantime_serde_lite")]
+    pub root: Duration,
+    /// Targets metadata.
+    #[serde(with = "humantime_serde_lite")]
+    pub targets: Duration,
+    /// Snapshot metadata.
+    #[serde(with = "humantime_serde_lite")]
+    pub snapshot: Duration,
+    /// Timestamp metadata: how long a client keeps trusting the hub's last
+    /// word when it cannot reach it (freeze protection).
+    #[serde(with = "humantime_serde_lite")]
+    pub timestamp: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Lifetimes {
+            root: Duration::from_secs(365 * DAY),
+            targets: Duration::from_secs(30 * DAY),
+            snapshot: Duration::from_secs(7 * DAY),
+            timestamp: Duration::from_secs(DAY),
+        }
+    }
+}
+
+/// Durations in TOML as humantime strings ("1day", "12h").
+mod humantime_serde_lite {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Versions and expiry of the metadata currently served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataState {
+    /// Version of the newest root.
+    pub root_version: u64,
+    /// Version shared by targets, snapshot and timestamp (they move together).
+    pub version: u64,
+    /// When the timestamp expires.
+    pub timestamp_expires: Timestamp,
+}
+
+/// The hub's signed TUF repository: keys under `DIR/keys`, metadata under
+/// `DIR/metadata` laid out with consistent snapshots (`N.root.json`,
+/// `N.targets.json`, `N.snapshot.json`, `timestamp.json`).
+#[derive(Debug, Clone)]
+pub struct SigningRepository {
+    keys: RoleKeys,
+    metadata: PathBuf,
+    lifetimes: Lifetimes,
+}
+
+fn after(d: Duration) -> Timestamp {
+    Timestamp::now() + SignedDuration::try_from(d).unwrap_or(SignedDuration::from_hours(24))
+}
+
+fn other(e: impl std::fmt::Display) -> TrustError {
+    TrustError::Other(e.to_string())
+}
+
+impl SigningRepository {
+    /// Creates keys, root version 1 and empty version-1 targets, snapshot and
+    /// timestamp under `dir`.
+    pub async fn create(dir: &Path, lifetimes: Lifetimes) -> Result<Self, TrustError> {
+        let keys = RoleKeys::generate(&dir.join("keys"))?;
+        let metadata = dir.join("metadata");
+        std::fs::create_dir_all(&metadata).map_err(|e| TrustError::io(&metadata, e))?;
+        let one = NonZeroU64::MIN;
+        let mut root = Root {
+            spec_version: "1.0.0".into(),
+            consistent_snapshot: true,
+            version: one,
+            expires: after(lifetimes.root),
+            keys: HashMap::new(),
+            roles: HashMap::new(),
+            _extra: HashMap::new(),
+        };
+        for (role, name) in [
+            RoleType::Root,
+            RoleType::Targets,
+            RoleType::Snapshot,
+            RoleType::Timestamp,
+        ]
+        .into_iter()
+        .zip(ROLES)
+        {
+            let key = keys
+                .source(name)?
+                .as_sign()
+                .await
+                .map_err(|e| TrustError::Keys(e.to_string()))?
+                .tuf_key();
+            let id = key.key_id().map_err(other)?;
+            root.keys.insert(id.clone(), key);
+            root.roles.insert(
+                role,
+                TufRoleKeys {
+                    keyids: vec![id],
+                    threshold: one,
+                    _extra: HashMap::new(),
+                },
+            );
+        }
+        let signed = SignedRole::new(
+            root.clone(),
+            &KeyHolder::Root(root),
+            &[keys.source("root")?],
+            &SystemRandom::new(),
+        )
+        .await
+        .map_err(TrustError::from_tough)?;
+        let path = metadata.join("1.root.json");
+        ferry_store::durable::create_file(&path, signed.buffer(), 0o644)
+            .map_err(|e| TrustError::io(&path, e))?;
+        let repo = SigningRepository {
+            keys,
+            metadata,
+            lifetimes,
+        };
+        repo.publish(Vec::new()).await?;
+        Ok(repo)
+    }
+
+    /// Opens the repository created by [`SigningRepository::create`].
+    pub fn open(dir: &Path, lifetimes: Lifetimes) -> Result<Self, TrustError> {
+        let keys = RoleKeys::open(&dir.join("keys"))?;
+        let repo = SigningRepository {
+            keys,
+            metadata: dir.join("metadata"),
+            lifetimes,
+        };
+        repo.latest_root()?;
+        Ok(repo)
+    }
+
+    /// Directory holding the metadata files, served as-is to clients.
+    pub fn metadata_dir(&self) -> &Path {
+        &self.metadata
+    }
+
+    /// Path and version of the newest `N.root.json`.
+    pub fn latest_root(&self) -> Result<(PathBuf, u64), TrustError> {
+        let entries =
+            std::fs::read_dir(&self.metadata).map_err(|e| TrustError::io(&self.metadata, e))?;
+        let mut best: Option<u64> = None;
+        for entry in entries {
+            let entry = entry.map_err(|e| TrustError::io(&self.metadata, e))?;
+            let name = entry.file_name();
+            if let Some(v) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".root.json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                best = best.max(Some(v));
+            }
+        }
+        let v = best.ok_or_else(|| {
+            TrustError::Keys(format!(
+                "no N.root.json in {}; is this a hub data directory?",
+                self.metadata.display()
+            ))
+        })?;
+        Ok((self.metadata.join(format!("{v}.root.json")), v))
+    }
+
+    /// The newest root metadata, as clients pin it at enrollment.
+    pub fn root_bytes(&self) -> Result<Vec<u8>, TrustError> {
+        let (path, _) = self.latest_root()?;
+        std::fs::read(&path).map_err(|e| TrustError::io(&path, e))
+    }
+
+    /// Versions and expiry of what is served now.
+    pub fn state(&self) -> Result<MetadataState, TrustError> {
+        let (_, root_version) = self.latest_root()?;
+        let path = self.metadata.join("timestamp.json");
+        let bytes = std::fs::read(&path).map_err(|e| TrustError::io(&path, e))?;
+        let ts: Signed<tough::schema::Timestamp> = serde_json::from_slice(&bytes).map_err(other)?;
+        Ok(MetadataState {
+            root_version,
+            version: ts.signed.version.get(),
+            timestamp_expires: ts.signed.expires,
+        })
+    }
+
+    /// Whether the metadata should be re-signed now: less than half of the
+    /// timestamp's lifetime is left.
+    pub fn needs_refresh(&self) -> Result<bool, TrustError> {
+        let state = self.state()?;
+        let half = SignedDuration::try_from(self.lifetimes.timestamp / 2).map_err(other)?;
+        Ok(Timestamp::now() + half >= state.timestamp_expires)
+    }
+
+    /// Signs a new version of targets, snapshot and timestamp listing exactly
+    /// `targets` (TUF target name, bytes). The new targets and snapshot files
+    /// appear first; `timestamp.json` is replaced last, by an atomic rename,
+    /// so a client never sees a timestamp pointing at files not yet written.
+    pub async fn publish(&self, targets: Vec<(String, Vec<u8>)>) -> Result<u64, TrustError> {
+        let (root_path, _) = self.latest_root()?;
+        let next = match self.state() {
+            Ok(s) => s.version + 1,
+            Err(TrustError::Io { .. }) => 1,
+            Err(e) => return Err(e),
+        };
+        let version = NonZeroU64::new(next).expect("next version is at least 1");
+        let mut editor = RepositoryEditor::new(&root_path)
+            .await
+            .map_err(TrustError::from_tough)?;
+        editor
+            .targets_version(version)
+            .map_err(TrustError::from_tough)?
+            .targets_expires(after(self.lifetimes.targets))
+            .map_err(TrustError::from_tough)?
+            .snapshot_version(version)
+            .snapshot_expires(after(self.lifetimes.snapshot))
+            .timestamp_version(version)
+            .timestamp_expires(after(self.lifetimes.timestamp));
+        for (name, bytes) in targets {
+            let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+            let target = Target {
+                length: bytes.len() as u64,
+                hashes: Hashes {
+                    sha256: sha.as_ref().to_vec().into(),
+                    _extra: HashMap::new(),
+                },
+                custom: HashMap::new(),
+                _extra: HashMap::new(),
+            };
+            editor
+                .add_target(name.as_str(), target)
+                .map_err(TrustError::from_tough)?;
+        }
+        let keys = [
+            self.keys.source("targets")?,
+            self.keys.source("snapshot")?,
+            self.keys.source("timestamp")?,
+        ];
+        let signed = editor.sign(&keys).await.map_err(TrustError::from_tough)?;
+        let staging = self
+            .metadata
+            .with_file_name(format!("metadata.staging-{next}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|e| TrustError::io(&staging, e))?;
+        let result = async {
+            signed
+                .write(&staging)
+                .await
+                .map_err(TrustError::from_tough)?;
+            for name in [
+                format!("{next}.targets.json"),
+                format!("{next}.snapshot.json"),
+                "timestamp.json".to_owned(),
+            ] {
+                let from = staging.join(&name);
+                let file = std::fs::File::open(&from).map_err(|e| TrustError::io(&from, e))?;
+                file.sync_all().map_err(|e| TrustError::io(&from, e))?;
+                ferry_store::durable::rename(&from, &self.metadata.join(&name))
+                    .map_err(|e| TrustError::io(&from, e))?;
+            }
+            Ok::<_, TrustError>(())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&staging);
+        result?;
+        Ok(next)
+    }
+}
