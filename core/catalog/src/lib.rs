@@ -33,8 +33,8 @@ pub enum CatalogError {
     #[error("enrollment token was already used; tokens are one-time, create a new one with `ferry token create`")]
     TokenUsed,
     /// The token's lifetime ran out.
-    #[error("enrollment token expired at {0}; create a new one with `ferry token create`")]
-    TokenExpired(String),
+    #[error("enrollment token expired (at unix time {0}); create a new one with `ferry token create`")]
+    TokenExpired(i64),
     /// The database failed.
     #[error("catalog database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -58,6 +58,10 @@ pub trait HubCatalog: Send + Sync {
     /// Makes a version visible together with its objects and chunk index, in
     /// one transaction.
     fn commit_version(&self, version: &NewVersion) -> Result<(), CatalogError>;
+    /// Removes a published version; returns whether it existed. Its objects
+    /// stay until garbage collection finds them unreferenced.
+    fn delete_version(&self, name: &PackageName, version: &semver::Version)
+    -> Result<bool, CatalogError>;
     /// All versions, optionally of one package, newest first per package.
     fn list_versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionRecord>, CatalogError>;
     /// A version's manifest bytes, by TUF target name.
@@ -72,6 +76,13 @@ pub trait HubCatalog: Send + Sync {
     fn object_known(&self, id: &Digest) -> Result<bool, CatalogError>;
     /// Stores a new enrollment token.
     fn insert_token(&self, token: &TokenRecord) -> Result<(), CatalogError>;
+    /// Checks a token without redeeming it.
+    fn peek_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &[u8; 32],
+        now: i64,
+    ) -> Result<TokenRecord, CatalogError>;
     /// Redeems a token and records the client it enrolls, atomically.
     fn redeem_token(
         &self,

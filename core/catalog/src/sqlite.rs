@@ -137,6 +137,26 @@ impl HubCatalog for SqliteCatalog {
         Ok(())
     }
 
+    fn delete_version(
+        &self,
+        name: &PackageName,
+        version: &semver::Version,
+    ) -> Result<bool, CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let v = version.to_string();
+        tx.execute(
+            "DELETE FROM version_objects WHERE name = ?1 AND version = ?2",
+            params![name.as_str(), v],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM versions WHERE name = ?1 AND version = ?2",
+            params![name.as_str(), v],
+        )?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
     fn list_versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionRecord>, CatalogError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -233,6 +253,15 @@ impl HubCatalog for SqliteCatalog {
         Ok(())
     }
 
+    fn peek_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &[u8; 32],
+        now: i64,
+    ) -> Result<TokenRecord, CatalogError> {
+        check_token(&self.conn(), token_id, secret_sha256, now)
+    }
+
     fn redeem_token(
         &self,
         token_id: &str,
@@ -242,51 +271,7 @@ impl HubCatalog for SqliteCatalog {
     ) -> Result<TokenRecord, CatalogError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row = tx
-            .query_row(
-                "SELECT secret_sha256, role, site, created_at, expires_at, used_at
-                 FROM tokens WHERE id = ?1",
-                params![token_id],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((stored, role_text, site, created_at, expires_at, used_at)) = row else {
-            return Err(CatalogError::TokenInvalid);
-        };
-        // Compare in constant time so the check leaks nothing about the secret.
-        let matches = stored.len() == 32
-            && stored
-                .iter()
-                .zip(secret_sha256)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if !matches {
-            return Err(CatalogError::TokenInvalid);
-        }
-        if used_at.is_some() {
-            return Err(CatalogError::TokenUsed);
-        }
-        if now >= expires_at {
-            let when = chrono_like(expires_at);
-            return Err(CatalogError::TokenExpired(when));
-        }
-        let token = TokenRecord {
-            id: token_id.to_owned(),
-            secret_sha256: *secret_sha256,
-            role: role(role_text)?,
-            site,
-            created_at,
-            expires_at,
-        };
+        let token = check_token(&tx, token_id, secret_sha256, now)?;
         tx.execute(
             "UPDATE tokens SET used_at = ?1, used_by = ?2 WHERE id = ?3",
             params![now, client.id, token_id],
@@ -374,8 +359,57 @@ impl HubCatalog for SqliteCatalog {
     }
 }
 
-fn chrono_like(unix: i64) -> String {
-    format!("unix time {unix}")
+/// Looks a token up and checks secret, use and expiry.
+fn check_token(
+    conn: &Connection,
+    token_id: &str,
+    secret_sha256: &[u8; 32],
+    now: i64,
+) -> Result<TokenRecord, CatalogError> {
+    let row = conn
+        .query_row(
+            "SELECT secret_sha256, role, site, created_at, expires_at, used_at
+             FROM tokens WHERE id = ?1",
+            params![token_id],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((stored, role_text, site, created_at, expires_at, used_at)) = row else {
+        return Err(CatalogError::TokenInvalid);
+    };
+    // Compare in constant time so the check leaks nothing about the secret.
+    let matches = stored.len() == 32
+        && stored
+            .iter()
+            .zip(secret_sha256)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !matches {
+        return Err(CatalogError::TokenInvalid);
+    }
+    if used_at.is_some() {
+        return Err(CatalogError::TokenUsed);
+    }
+    if now >= expires_at {
+        return Err(CatalogError::TokenExpired(expires_at));
+    }
+    Ok(TokenRecord {
+        id: token_id.to_owned(),
+        secret_sha256: *secret_sha256,
+        role: role(role_text)?,
+        site,
+        created_at,
+        expires_at,
+    })
 }
 
 #[cfg(test)]
@@ -423,6 +457,13 @@ mod tests {
         let listed: Vec<_> = c.list_versions(None).unwrap().into_iter().map(|v| v.version.to_string()).collect();
         assert_eq!(listed, ["1.1.0", "1.0.0"]);
         assert!(c.unreferenced_objects().unwrap().is_empty());
+        let name = PackageName::new("demo").unwrap();
+        assert!(c.delete_version(&name, &"1.0.0".parse().unwrap()).unwrap());
+        assert!(c.unreferenced_objects().unwrap().is_empty(), "1.1.0 still uses it");
+        assert!(c.delete_version(&name, &"1.1.0".parse().unwrap()).unwrap());
+        assert_eq!(c.unreferenced_objects().unwrap(), vec![obj]);
+        c.delete_object(&obj).unwrap();
+        assert_eq!(c.missing_chunks(&[Digest::of(b"abc")]).unwrap().len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,1 +1,104 @@
-fn main() {}
+//! `ferry`: one binary for every role. This crate only parses arguments,
+//! calls into a role or a client, and prints.
+
+mod client_cmds;
+mod hub_cmds;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Ferry moves software packages from a central hub to every endpoint, across
+/// slow WAN links, with every byte verified against hub-signed metadata.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, propagate_version = true)]
+#[command(after_help = "Quick start (one machine):\n  \
+    ferry hub init --data ./hub && ferry hub run --data ./hub --listen 127.0.0.1:8443\n  \
+    ferry token create --data ./hub --role publisher\n  \
+    ferry enroll --server https://127.0.0.1:8443 --token TOKEN --data ./publisher\n  \
+    ferry publish ./my-app --name my-app --version 1.0.0 --data ./publisher")]
+struct Cli {
+    /// Log filter for diagnostics on stderr (e.g. `info`, `ferry_hub=debug`);
+    /// also read from FERRY_LOG.
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run and administer a hub (the central server).
+    #[command(subcommand)]
+    Hub(hub_cmds::HubCommand),
+    /// Create enrollment tokens (run on the hub's machine).
+    #[command(subcommand)]
+    Token(hub_cmds::TokenCommand),
+    /// Enroll this machine with a hub using a one-time token.
+    Enroll(client_cmds::EnrollArgs),
+    /// Publish a directory as a new package version (publisher role).
+    Publish(client_cmds::PublishArgs),
+    /// List published packages and versions.
+    Packages(client_cmds::PackagesArgs),
+    /// Download a package version, verifying every byte, into a new directory.
+    Fetch(client_cmds::FetchArgs),
+    /// Withdraw a published version (publisher role).
+    Unpublish(client_cmds::UnpublishArgs),
+}
+
+/// Where a client keeps its credentials: `--data`, then `FERRY_DATA`, then
+/// the per-user data directory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientData {
+    /// Client data directory (credentials, pinned hub identity, caches).
+    /// Default: $FERRY_DATA, else the per-user data directory + /ferry.
+    #[arg(long, env = "FERRY_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+impl ClientData {
+    fn dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.data {
+            Some(d) => Ok(d.clone()),
+            None => dirs::data_dir().map(|d| d.join("ferry")).ok_or_else(|| {
+                anyhow::anyhow!("no per-user data directory on this system; pass --data DIR or set FERRY_DATA")
+            }),
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Hub(cmd) => hub_cmds::run_hub(cmd).await,
+            Command::Token(cmd) => hub_cmds::run_token(cmd),
+            Command::Enroll(args) => client_cmds::enroll(args).await,
+            Command::Publish(args) => client_cmds::publish(args).await,
+            Command::Packages(args) => client_cmds::packages(args).await,
+            Command::Fetch(args) => client_cmds::fetch(args).await,
+            Command::Unpublish(args) => client_cmds::unpublish(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

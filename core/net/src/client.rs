@@ -144,6 +144,12 @@ impl HubClient {
         Ok(())
     }
 
+    /// DELETE a resource.
+    pub async fn delete(&self, url: &Url) -> Result<(), NetError> {
+        Self::check(url, self.http.delete(url.clone()).send().await).await?;
+        Ok(())
+    }
+
     /// GET a resource, optionally a byte range of it, as a stream.
     pub async fn get(&self, url: &Url, range: Option<(u64, Option<u64>)>) -> Result<Response, NetError> {
         let mut request = self.http.get(url.clone());

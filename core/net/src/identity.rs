@@ -96,7 +96,7 @@ impl CertificateAuthority {
 
     /// SHA-256 of the CA certificate's DER: what enrollment tokens pin.
     pub fn fingerprint(&self) -> Result<[u8; 32], NetError> {
-        let der = pem_to_der(&self.cert_pem)?;
+        let der = pem_cert_der(&self.cert_pem)?;
         Ok(cert_sha256(&der))
     }
 
@@ -186,7 +186,7 @@ pub fn generate_client_key() -> Result<ClientKey, NetError> {
 }
 
 /// DER of the first certificate in a PEM text.
-pub(crate) fn pem_to_der(pem: &str) -> Result<Vec<u8>, NetError> {
+pub fn pem_cert_der(pem: &str) -> Result<Vec<u8>, NetError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes())

@@ -6,6 +6,7 @@
 pub mod api;
 mod client;
 mod credentials;
+mod enroll;
 mod error;
 mod identity;
 mod server;
@@ -14,9 +15,10 @@ mod token;
 
 pub use client::{HubClient, Response};
 pub use credentials::{ClientCredentials, ClientInfo};
+pub use enroll::enroll;
 pub use error::NetError;
 pub use identity::{
-    CertificateAuthority, ClientKey, IssuedCertificate, cert_sha256, generate_client_key,
+    CertificateAuthority, ClientKey, IssuedCertificate, cert_sha256, generate_client_key, pem_cert_der,
 };
 pub use server::{Peer, serve};
 pub use tls::{client_config, fetch_ca_pinned, provider, server_config};

@@ -170,7 +170,7 @@ pub async fn fetch_ca_pinned(server: &url::Url, pin: [u8; 32]) -> Result<String,
         url: url.to_string(),
         detail: e.to_string(),
     })?;
-    let der = crate::identity::pem_to_der(&pem)?;
+    let der = crate::identity::pem_cert_der(&pem)?;
     let actual = cert_sha256(&der);
     if actual != pin {
         return Err(NetError::CaMismatch {

@@ -13,8 +13,10 @@ use tough::schema::{Hashes, KeyHolder, Root, RoleKeys as TufRoleKeys, RoleType, 
 use crate::keys::ROLES;
 use crate::{RoleKeys, TrustError};
 
-/// How long each role's metadata stays valid after it is signed.
+/// How long each role's metadata stays valid after it is signed. Missing
+/// fields take their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Lifetimes {
     /// Root metadata.
     #[serde(with = "humantime_serde_lite")]
@@ -210,6 +212,23 @@ impl SigningRepository {
             version: ts.signed.version.get(),
             timestamp_expires: ts.signed.expires,
         })
+    }
+
+    /// Target names listed by the targets metadata served now.
+    pub fn current_targets(&self) -> Result<Vec<String>, TrustError> {
+        let state = self.state()?;
+        let path = self.metadata.join(format!("{}.targets.json", state.version));
+        let bytes = std::fs::read(&path).map_err(|e| TrustError::io(&path, e))?;
+        let targets: Signed<tough::schema::Targets> =
+            serde_json::from_slice(&bytes).map_err(other)?;
+        let mut names: Vec<String> = targets
+            .signed
+            .targets
+            .keys()
+            .map(|n| n.raw().to_owned())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Whether the metadata should be re-signed now: less than half of the

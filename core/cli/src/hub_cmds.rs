@@ -1,0 +1,209 @@
+//! `ferry hub ...` and `ferry token ...`: commands run on the hub's machine.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ferry_catalog::{HubCatalog, Role, SqliteCatalog};
+use ferry_hub::{HubLayout, HubState, init, run, tokens};
+
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Create a hub data directory: catalog, content store, signing keys,
+    /// CA and server certificate, and a documented hub.toml.
+    Init {
+        /// Data directory to create (must be new or empty).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// A DNS name or IP address clients use to reach the hub, added to
+        /// the server certificate (repeatable). localhost, 127.0.0.1, ::1 and
+        /// the host name are always included.
+        #[arg(long = "san", value_name = "NAME")]
+        names: Vec<String>,
+        /// Address to serve on, written to hub.toml.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Serve the hub's HTTPS API until interrupted (Ctrl-C or SIGTERM).
+    Run {
+        /// Hub data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Address to serve on, overriding hub.toml (port 0: any free port).
+        #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Remove content no published version references, now.
+    Gc {
+        /// Hub data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// List enrolled clients.
+    Clients {
+        /// Hub data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an enrolled client: its certificate is refused from now on.
+    Revoke {
+        /// Hub data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The client id (see `ferry hub clients`).
+        client: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a one-time enrollment token.
+    Create(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Hub data directory.
+    #[arg(long, value_name = "HUB_DIR")]
+    data: PathBuf,
+    /// Role the token enrolls: publisher, relay or agent.
+    #[arg(long)]
+    role: Role,
+    /// Site the client belongs to (required for relay and agent).
+    #[arg(long)]
+    site: Option<String>,
+    /// How long the token stays valid, e.g. 30m, 24h, 7d.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    expires: Duration,
+    /// Print JSON instead of the bare token.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
+    match cmd {
+        HubCommand::Init { data, names, listen } => {
+            let summary = init::init(&data, init::InitOptions { names, listen }).await?;
+            println!("created hub in {}", summary.data.display());
+            println!("  listen          {}", summary.listen);
+            println!("  certificate for {}", summary.names.join(", "));
+            println!("  CA fingerprint  {}", summary.ca_fingerprint);
+            println!("  root key        {}", HubLayout::new(&summary.data).tuf().join("keys/root.der").display());
+            println!();
+            println!("Move the root key offline once the hub runs (see docs/security.md).");
+            println!("Next: ferry hub run --data {}", summary.data.display());
+            Ok(())
+        }
+        HubCommand::Run { data, listen } => {
+            run::run(
+                &data,
+                run::RunOptions { listen },
+                |addr| {
+                    println!("ferry hub listening on https://{addr}");
+                    let _ = std::io::stdout().flush();
+                },
+                shutdown_signal(),
+            )
+            .await?;
+            Ok(())
+        }
+        HubCommand::Gc { data } => {
+            let state = HubState::open(&data)?;
+            let report = ferry_hub::gc::collect(&state, state.config.gc.staged_max_age).await?;
+            println!("removed {} object(s) and {} staged chunk(s)", report.objects, report.staged);
+            Ok(())
+        }
+        HubCommand::Clients { data, json } => {
+            let catalog = open_catalog(&data)?;
+            let clients = catalog.list_clients()?;
+            if json {
+                return output::json(&clients);
+            }
+            let rows: Vec<Vec<String>> = clients
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.id.clone(),
+                        c.role.to_string(),
+                        c.site.clone().unwrap_or_else(|| "-".into()),
+                        time(c.enrolled_at),
+                        c.revoked_at.map(time).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            output::table(&["ID", "ROLE", "SITE", "ENROLLED", "REVOKED"], &rows);
+            Ok(())
+        }
+        HubCommand::Revoke { data, client } => {
+            let catalog = open_catalog(&data)?;
+            if !catalog.revoke_client(&client, chrono::Utc::now().timestamp())? {
+                anyhow::bail!("no active client {client:?}; see `ferry hub clients --data {}`", data.display());
+            }
+            println!("revoked {client}");
+            Ok(())
+        }
+    }
+}
+
+fn open_catalog(data: &std::path::Path) -> anyhow::Result<SqliteCatalog> {
+    let layout = HubLayout::new(data);
+    if !layout.config().exists() {
+        anyhow::bail!("{} is not a hub data directory", data.display());
+    }
+    SqliteCatalog::open(&layout.catalog()).context("opening the hub catalog")
+}
+
+fn time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+pub fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Create(args) = cmd;
+    let created = tokens::create_token(&args.data, args.role, args.site, args.expires)?;
+    if args.json {
+        return output::json(&serde_json::json!({
+            "token": created.token.to_string(),
+            "role": created.role,
+            "site": created.site,
+            "expires_at": time(created.expires_at),
+        }));
+    }
+    eprintln!(
+        "one-time {} token{}, valid until {}:",
+        created.role,
+        created.site.as_deref().map(|s| format!(" for site {s}")).unwrap_or_default(),
+        time(created.expires_at)
+    );
+    println!("{}", created.token);
+    Ok(())
+}

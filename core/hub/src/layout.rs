@@ -1,0 +1,37 @@
+use std::path::{Path, PathBuf};
+
+/// Where everything lives inside a hub data directory.
+#[derive(Debug, Clone)]
+pub struct HubLayout {
+    /// The data directory.
+    pub root: PathBuf,
+}
+
+impl HubLayout {
+    /// The layout of `root`.
+    pub fn new(root: &Path) -> Self {
+        HubLayout {
+            root: root.to_owned(),
+        }
+    }
+    /// `hub.toml`, the configuration; its presence marks an initialized hub.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("hub.toml")
+    }
+    /// The SQLite catalog.
+    pub fn catalog(&self) -> PathBuf {
+        self.root.join("catalog.db")
+    }
+    /// The content store.
+    pub fn store(&self) -> PathBuf {
+        self.root.join("store")
+    }
+    /// TUF keys and metadata.
+    pub fn tuf(&self) -> PathBuf {
+        self.root.join("tuf")
+    }
+    /// CA and server certificate.
+    pub fn tls(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+}

@@ -1,0 +1,100 @@
+//! `ferry hub run`: serve a hub data directory.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{HubError, HubState, api, gc};
+
+/// Options of `ferry hub run` that override `hub.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Serves the hub in `data` until `shutdown` resolves. `ready` is called with
+/// the bound address once the hub accepts connections.
+pub async fn run(
+    data: &Path,
+    options: RunOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), HubError> {
+    let state = Arc::new(HubState::open(data)?);
+    sync_metadata(&state).await?;
+
+    let tls_dir = state.layout.tls();
+    let read = |name: &str| {
+        let path = tls_dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| HubError::io(&path, e))
+    };
+    let tls = ferry_net::server_config(&read("ca.pem")?, &read("server.pem")?, &read("server.key")?)?;
+    let listen = options.listen.unwrap_or(state.config.listen);
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        HubError::DataDir(format!(
+            "cannot listen on {listen}: {e}; pick another address with --listen or `listen` in hub.toml"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| HubError::DataDir(format!("listener has no address: {e}")))?;
+
+    let refresher = tokio::spawn(refresh_loop(state.clone()));
+    let collector = tokio::spawn(gc_loop(state.clone()));
+    tracing::info!(%bound, data = %data.display(), "hub serving");
+    ready(bound);
+    ferry_net::serve(listener, tls, api::router(state), shutdown).await;
+    refresher.abort();
+    collector.abort();
+    Ok(())
+}
+
+/// Makes the served metadata list exactly the catalog's versions, and fresh.
+/// A crash between a catalog commit and re-signing is repaired here.
+async fn sync_metadata(state: &HubState) -> Result<(), HubError> {
+    let _guard = state.publish_lock.lock().await;
+    let catalog: Vec<String> = state
+        .catalog
+        .all_targets()?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if state.tuf.current_targets()? != catalog || state.tuf.needs_refresh()? {
+        let version = state.resign().await?;
+        tracing::info!(version, "metadata re-signed at start-up");
+    }
+    Ok(())
+}
+
+/// Re-signs metadata before the timestamp expires.
+async fn refresh_loop(state: Arc<HubState>) {
+    let period = (state.config.tuf.timestamp / 8).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        tokio::time::sleep(period).await;
+        let _guard = state.publish_lock.lock().await;
+        match state.tuf.needs_refresh() {
+            Ok(false) => {}
+            Ok(true) => match state.resign().await {
+                Ok(v) => tracing::info!(version = v, "metadata re-signed before expiry"),
+                Err(e) => tracing::error!("re-signing metadata failed: {e}"),
+            },
+            Err(e) => tracing::error!("reading metadata state failed: {e}"),
+        }
+    }
+}
+
+async fn gc_loop(state: Arc<HubState>) {
+    loop {
+        tokio::time::sleep(state.config.gc.interval).await;
+        match gc::collect(&state, state.config.gc.staged_max_age).await {
+            Ok(r) if r.objects + r.staged > 0 => {
+                tracing::info!(objects = r.objects, staged = r.staged, "garbage collected")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("garbage collection failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+use futures_util::StreamExt;
+use ferry_content::{Manifest, ManifestLimits, PackageName};
+use ferry_net::{ClientCredentials, HubClient, NetError};
+use ferry_trust::{Transport, TransportError, TransportErrorKind, TransportStream, TrustedRepository};
+use url::Url;
+
+use crate::TransferError;
+
+/// Fetches TUF metadata and targets over Ferry's HTTPS client, so tough's
+/// requests use the pinned CA and this client's certificate.
+#[derive(Debug, Clone)]
+pub struct TufTransport {
+    client: HubClient,
+}
+
+impl TufTransport {
+    /// A transport over `client`.
+    pub fn new(client: HubClient) -> Self {
+        TufTransport { client }
+    }
+}
+
+#[tough::async_trait]
+impl Transport for TufTransport {
+    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        match self.client.get(&url, None).await {
+            Ok(response) => {
+                let u = url.clone();
+                let stream = response.bytes_stream().map(move |piece| {
+                    piece.map_err(|e| TransportError::new_with_cause(TransportErrorKind::Other, &u, e))
+                });
+                Ok(Box::pin(stream))
+            }
+            Err(NetError::Status { status: 404, .. }) => {
+                Err(TransportError::new(TransportErrorKind::FileNotFound, url))
+            }
+            Err(e) => Err(TransportError::new_with_cause(TransportErrorKind::Other, url, e)),
+        }
+    }
+}
+
+/// Loads and verifies the repository metadata from `client`'s base URL (the
+/// hub, or any mirror), starting from the credentials' pinned root and
+/// refusing anything older than what was verified before.
+pub async fn load_repository(
+    creds: &ClientCredentials,
+    client: &HubClient,
+) -> Result<TrustedRepository, TransferError> {
+    let metadata = client.url("v1/tuf/")?;
+    let targets = client.url("v1/tuf/targets/")?;
+    Ok(TrustedRepository::load(
+        &creds.tuf_root,
+        &creds.tuf_datastore(),
+        metadata,
+        targets,
+        TufTransport::new(client.clone()),
+    )
+    .await?)
+}
+
+/// The newest signed version of `name` matching `req`.
+pub fn resolve_version(
+    repo: &TrustedRepository,
+    name: &PackageName,
+    req: &semver::VersionReq,
+) -> Result<semver::Version, TransferError> {
+    let prefix = format!("{name}@");
+    repo.targets()
+        .iter()
+        .filter_map(|t| t.name.strip_prefix(&prefix)?.strip_suffix(".json"))
+        .filter_map(|v| semver::Version::parse(v).ok())
+        .filter(|v| req.matches(v))
+        .max()
+        .ok_or_else(|| {
+            TransferError::NoSuchVersion(format!(
+                "no signed version of {name} matches {req}; list them with `ferry packages {name}`"
+            ))
+        })
+}
+
+/// Downloads a version's manifest as a TUF target (length and hash checked
+/// against signed metadata), then checks that it describes exactly the
+/// package and version it was listed under.
+pub async fn fetch_manifest(
+    repo: &TrustedRepository,
+    name: &PackageName,
+    version: &semver::Version,
+) -> Result<(Manifest, Vec<u8>), TransferError> {
+    let target = ferry_content::target_name(name, version);
+    let bytes = repo.read_target(&target).await?;
+    let manifest = Manifest::from_slice(&bytes, ManifestLimits::default())?;
+    if &manifest.name != name || &manifest.version != version {
+        return Err(TransferError::Trust(ferry_trust::TrustError::Tampered(format!(
+            "target {target} holds the manifest of {} {}",
+            manifest.name, manifest.version
+        ))));
+    }
+    Ok((manifest, bytes))
+}
