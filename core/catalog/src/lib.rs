@@ -19,7 +19,9 @@ use ferry_content::{Digest, PackageName};
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// The version is already published.
-    #[error("{name} {version} is already published; versions are immutable, publish a new version instead")]
+    #[error(
+        "{name} {version} is already published; versions are immutable, publish a new version instead"
+    )]
     DuplicateVersion {
         /// Package name.
         name: String,
@@ -27,13 +29,19 @@ pub enum CatalogError {
         version: String,
     },
     /// The token is unknown or its secret does not match.
-    #[error("enrollment token is not valid for this hub (mistyped, forged, or from another hub); create a new one with `ferry token create`")]
+    #[error(
+        "enrollment token is not valid for this hub (mistyped, forged, or from another hub); create a new one with `ferry token create`"
+    )]
     TokenInvalid,
     /// The token was redeemed before.
-    #[error("enrollment token was already used; tokens are one-time, create a new one with `ferry token create`")]
+    #[error(
+        "enrollment token was already used; tokens are one-time, create a new one with `ferry token create`"
+    )]
     TokenUsed,
     /// The token's lifetime ran out.
-    #[error("enrollment token expired (at unix time {0}); create a new one with `ferry token create`")]
+    #[error(
+        "enrollment token expired (at unix time {0}); create a new one with `ferry token create`"
+    )]
     TokenExpired(i64),
     /// The database failed.
     #[error("catalog database error: {0}")]
@@ -48,26 +56,50 @@ pub enum CatalogError {
 
 /// What the hub needs from its catalog.
 pub trait HubCatalog: Send + Sync {
-    /// Of `digests`, those the chunk index does not know.
-    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<Digest>, CatalogError>;
-    /// Where a chunk can be read: object, offset, length.
+    /// Of `digests`, the indices of those the hub has neither published nor
+    /// staged.
+    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<usize>, CatalogError>;
+    /// Where a published chunk can be read: object, offset, length.
     fn chunk_location(&self, digest: &Digest) -> Result<Option<ChunkLocation>, CatalogError>;
+    /// Where a published or staged chunk can be read.
+    fn chunk_source(&self, digest: &Digest) -> Result<Option<ChunkSource>, CatalogError>;
+    /// Records the chunks of an uploaded pack. Chunks already staged keep
+    /// their earlier location.
+    fn stage_chunks(
+        &self,
+        pack: &Digest,
+        chunks: &[(Digest, u64, u32)],
+        now: i64,
+    ) -> Result<(), CatalogError>;
+    /// Forgets staged chunks (a publish made them part of objects).
+    fn unstage(&self, digests: &[Digest]) -> Result<(), CatalogError>;
+    /// Forgets chunks staged before `before` (unix time); returns how many.
+    fn expire_staged(&self, before: i64) -> Result<usize, CatalogError>;
+    /// Packs that still hold at least one staged chunk.
+    fn live_packs(&self) -> Result<Vec<Digest>, CatalogError>;
     /// Whether `name@version` is published.
-    fn version_exists(&self, name: &PackageName, version: &semver::Version)
-    -> Result<bool, CatalogError>;
+    fn version_exists(
+        &self,
+        name: &PackageName,
+        version: &semver::Version,
+    ) -> Result<bool, CatalogError>;
     /// Makes a version visible together with its objects and chunk index, in
     /// one transaction.
     fn commit_version(&self, version: &NewVersion) -> Result<(), CatalogError>;
     /// Removes a published version; returns whether it existed. Its objects
     /// stay until garbage collection finds them unreferenced.
-    fn delete_version(&self, name: &PackageName, version: &semver::Version)
-    -> Result<bool, CatalogError>;
+    fn delete_version(
+        &self,
+        name: &PackageName,
+        version: &semver::Version,
+    ) -> Result<bool, CatalogError>;
     /// All versions, optionally of one package, newest first per package.
-    fn list_versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionRecord>, CatalogError>;
+    fn list_versions(&self, name: Option<&PackageName>)
+    -> Result<Vec<VersionRecord>, CatalogError>;
     /// A version's manifest bytes, by TUF target name.
     fn manifest_by_target(&self, target: &str) -> Result<Option<Vec<u8>>, CatalogError>;
-    /// Every published target: name, manifest bytes.
-    fn all_targets(&self) -> Result<Vec<(String, Vec<u8>)>, CatalogError>;
+    /// Every published manifest, as the signed metadata lists it.
+    fn all_targets(&self) -> Result<Vec<TargetRecord>, CatalogError>;
     /// Objects no version references any more.
     fn unreferenced_objects(&self) -> Result<Vec<Digest>, CatalogError>;
     /// Forgets an object and its chunk index entries.

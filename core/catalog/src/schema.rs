@@ -9,6 +9,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
             version TEXT NOT NULL,
             target TEXT NOT NULL UNIQUE,
             manifest BLOB NOT NULL,
+            manifest_sha256 BLOB NOT NULL,
             total_size INTEGER NOT NULL,
             file_count INTEGER NOT NULL,
             published_at INTEGER NOT NULL,
@@ -34,6 +35,15 @@ pub(crate) fn migrations() -> Migrations<'static> {
             len INTEGER NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX chunks_by_object ON chunks(object);
+        CREATE TABLE staged_chunks (
+            digest BLOB PRIMARY KEY,
+            pack BLOB NOT NULL,
+            offset INTEGER NOT NULL,
+            len INTEGER NOT NULL,
+            staged_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX staged_chunks_by_pack ON staged_chunks(pack);
+        CREATE INDEX staged_chunks_by_age ON staged_chunks(staged_at);
         CREATE TABLE tokens (
             id TEXT PRIMARY KEY,
             secret_sha256 BLOB NOT NULL,

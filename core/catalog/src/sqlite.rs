@@ -5,8 +5,8 @@ use ferry_content::{Digest, PackageName};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{
-    CatalogError, ChunkLocation, ClientRecord, HubCatalog, NewVersion, Role, TokenRecord,
-    VersionRecord, schema,
+    CatalogError, ChunkLocation, ChunkSource, ClientRecord, HubCatalog, NewVersion, Role,
+    TargetRecord, TokenRecord, VersionRecord, schema,
 };
 
 /// The SQLite catalog: one file, WAL, `synchronous=FULL`, foreign keys on.
@@ -48,13 +48,14 @@ impl SqliteCatalog {
 }
 
 impl HubCatalog for SqliteCatalog {
-    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<Digest>, CatalogError> {
+    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<usize>, CatalogError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
+        let mut stored = conn.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
+        let mut staged = conn.prepare_cached("SELECT 1 FROM staged_chunks WHERE digest = ?1")?;
         let mut missing = Vec::new();
-        for d in digests {
-            if !stmt.exists(params![&d.0[..]])? {
-                missing.push(*d);
+        for (i, d) in digests.iter().enumerate() {
+            if !stored.exists(params![&d.0[..]])? && !staged.exists(params![&d.0[..]])? {
+                missing.push(i);
             }
         }
         Ok(missing)
@@ -63,11 +64,14 @@ impl HubCatalog for SqliteCatalog {
     fn chunk_location(&self, d: &Digest) -> Result<Option<ChunkLocation>, CatalogError> {
         let conn = self.conn();
         let row = conn
-            .query_row(
-                "SELECT object, offset, len FROM chunks WHERE digest = ?1",
-                params![&d.0[..]],
-                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-            )
+            .prepare_cached("SELECT object, offset, len FROM chunks WHERE digest = ?1")?
+            .query_row(params![&d.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
             .optional()?;
         row.map(|(o, offset, len)| {
             Ok(ChunkLocation {
@@ -77,6 +81,86 @@ impl HubCatalog for SqliteCatalog {
             })
         })
         .transpose()
+    }
+
+    fn chunk_source(&self, d: &Digest) -> Result<Option<ChunkSource>, CatalogError> {
+        if let Some(at) = self.chunk_location(d)? {
+            return Ok(Some(ChunkSource::Stored(at)));
+        }
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached("SELECT pack, offset, len FROM staged_chunks WHERE digest = ?1")?
+            .query_row(params![&d.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(p, offset, len)| {
+            Ok(ChunkSource::Staged {
+                pack: digest(p)?,
+                offset: offset as u64,
+                len: len as u32,
+            })
+        })
+        .transpose()
+    }
+
+    fn stage_chunks(
+        &self,
+        pack: &Digest,
+        chunks: &[(Digest, u64, u32)],
+        now: i64,
+    ) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO staged_chunks (digest, pack, offset, len, staged_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (d, offset, len) in chunks {
+                insert.execute(params![
+                    &d.0[..],
+                    &pack.0[..],
+                    *offset as i64,
+                    *len as i64,
+                    now
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn unstage(&self, digests: &[Digest]) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM staged_chunks WHERE digest = ?1")?;
+            for d in digests {
+                delete.execute(params![&d.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn expire_staged(&self, before: i64) -> Result<usize, CatalogError> {
+        let conn = self.conn();
+        Ok(conn.execute(
+            "DELETE FROM staged_chunks WHERE staged_at < ?1",
+            params![before],
+        )?)
+    }
+
+    fn live_packs(&self) -> Result<Vec<Digest>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT pack FROM staged_chunks")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| digest(r?)).collect()
     }
 
     fn version_exists(
@@ -95,13 +179,15 @@ impl HubCatalog for SqliteCatalog {
         let tx = conn.transaction()?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO versions
-             (name, version, target, manifest, total_size, file_count, published_at, published_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (name, version, target, manifest, manifest_sha256, total_size, file_count,
+              published_at, published_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 v.name,
                 v.version.to_string(),
                 v.target,
                 v.manifest,
+                &Digest::of(&v.manifest).0[..],
                 v.total_size as i64,
                 v.file_count as i64,
                 v.published_at,
@@ -115,7 +201,8 @@ impl HubCatalog for SqliteCatalog {
             });
         }
         {
-            let mut obj = tx.prepare_cached("INSERT OR IGNORE INTO objects (id, size) VALUES (?1, ?2)")?;
+            let mut obj =
+                tx.prepare_cached("INSERT OR IGNORE INTO objects (id, size) VALUES (?1, ?2)")?;
             let mut link = tx.prepare_cached(
                 "INSERT OR IGNORE INTO version_objects (name, version, object) VALUES (?1, ?2, ?3)",
             )?;
@@ -128,7 +215,12 @@ impl HubCatalog for SqliteCatalog {
                 link.execute(params![v.name, version, &o.id.0[..]])?;
                 if fresh {
                     for (d, offset, len) in &o.chunks {
-                        chunk.execute(params![&d.0[..], &o.id.0[..], *offset as i64, *len as i64])?;
+                        chunk.execute(params![
+                            &d.0[..],
+                            &o.id.0[..],
+                            *offset as i64,
+                            *len as i64
+                        ])?;
                     }
                 }
             }
@@ -157,7 +249,10 @@ impl HubCatalog for SqliteCatalog {
         Ok(n == 1)
     }
 
-    fn list_versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionRecord>, CatalogError> {
+    fn list_versions(
+        &self,
+        name: Option<&PackageName>,
+    ) -> Result<Vec<VersionRecord>, CatalogError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT name, version, target, total_size, file_count, published_at, published_by
@@ -204,11 +299,28 @@ impl HubCatalog for SqliteCatalog {
             .optional()?)
     }
 
-    fn all_targets(&self) -> Result<Vec<(String, Vec<u8>)>, CatalogError> {
+    fn all_targets(&self) -> Result<Vec<TargetRecord>, CatalogError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT target, manifest FROM versions ORDER BY target")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut stmt = conn.prepare_cached(
+            "SELECT target, length(manifest), manifest_sha256 FROM versions ORDER BY target",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, length, sha) = row?;
+            out.push(TargetRecord {
+                name,
+                length: length as u64,
+                sha256: digest(sha)?,
+            });
+        }
+        Ok(out)
     }
 
     fn unreferenced_objects(&self) -> Result<Vec<Digest>, CatalogError> {
@@ -451,19 +563,57 @@ mod tests {
             c.commit_version(&version("1.0.0", obj)),
             Err(CatalogError::DuplicateVersion { .. })
         ));
-        assert_eq!(c.missing_chunks(&[Digest::of(b"abc"), Digest::of(b"x")]).unwrap(), vec![Digest::of(b"x")]);
-        assert_eq!(c.chunk_location(&Digest::of(b"abc")).unwrap().unwrap().object, obj);
+        assert_eq!(
+            c.missing_chunks(&[Digest::of(b"abc"), Digest::of(b"x")])
+                .unwrap(),
+            vec![1]
+        );
+        let pack = Digest::of(b"pack");
+        c.stage_chunks(&pack, &[(Digest::of(b"x"), 36, 1)], 10)
+            .unwrap();
+        assert!(
+            c.missing_chunks(&[Digest::of(b"x")]).unwrap().is_empty(),
+            "staged counts as present"
+        );
+        assert!(matches!(
+            c.chunk_source(&Digest::of(b"x")).unwrap(),
+            Some(ChunkSource::Staged { offset: 36, .. })
+        ));
+        assert_eq!(c.live_packs().unwrap(), vec![pack]);
+        assert_eq!(c.expire_staged(10).unwrap(), 0);
+        assert_eq!(c.expire_staged(11).unwrap(), 1);
+        assert!(c.live_packs().unwrap().is_empty());
+        let targets = c.all_targets().unwrap();
+        assert_eq!(
+            (targets[0].length, targets[0].sha256),
+            (2, Digest::of(b"{}"))
+        );
+        assert_eq!(
+            c.chunk_location(&Digest::of(b"abc"))
+                .unwrap()
+                .unwrap()
+                .object,
+            obj
+        );
         c.commit_version(&version("1.1.0", obj)).unwrap();
-        let listed: Vec<_> = c.list_versions(None).unwrap().into_iter().map(|v| v.version.to_string()).collect();
+        let listed: Vec<_> = c
+            .list_versions(None)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.version.to_string())
+            .collect();
         assert_eq!(listed, ["1.1.0", "1.0.0"]);
         assert!(c.unreferenced_objects().unwrap().is_empty());
         let name = PackageName::new("demo").unwrap();
         assert!(c.delete_version(&name, &"1.0.0".parse().unwrap()).unwrap());
-        assert!(c.unreferenced_objects().unwrap().is_empty(), "1.1.0 still uses it");
+        assert!(
+            c.unreferenced_objects().unwrap().is_empty(),
+            "1.1.0 still uses it"
+        );
         assert!(c.delete_version(&name, &"1.1.0".parse().unwrap()).unwrap());
         assert_eq!(c.unreferenced_objects().unwrap(), vec![obj]);
         c.delete_object(&obj).unwrap();
-        assert_eq!(c.missing_chunks(&[Digest::of(b"abc")]).unwrap().len(), 1);
+        assert_eq!(c.missing_chunks(&[Digest::of(b"abc")]).unwrap(), vec![0]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -488,15 +638,33 @@ mod tests {
             enrolled_at: 1,
             revoked_at: None,
         };
-        assert!(matches!(c.redeem_token("t1", &[8u8; 32], 1, &client("a", 1)), Err(CatalogError::TokenInvalid)));
-        assert!(matches!(c.redeem_token("t1", &secret, 100, &client("a", 1)), Err(CatalogError::TokenExpired(_))));
+        assert!(matches!(
+            c.redeem_token("t1", &[8u8; 32], 1, &client("a", 1)),
+            Err(CatalogError::TokenInvalid)
+        ));
+        assert!(matches!(
+            c.redeem_token("t1", &secret, 100, &client("a", 1)),
+            Err(CatalogError::TokenExpired(_))
+        ));
         let t = c.redeem_token("t1", &secret, 50, &client("a", 1)).unwrap();
         assert_eq!(t.site.as_deref(), Some("berlin"));
-        assert!(matches!(c.redeem_token("t1", &secret, 51, &client("b", 2)), Err(CatalogError::TokenUsed)));
+        assert!(matches!(
+            c.redeem_token("t1", &secret, 51, &client("b", 2)),
+            Err(CatalogError::TokenUsed)
+        ));
         let got = c.client_by_cert(&[1u8; 32]).unwrap().unwrap();
-        assert_eq!((got.role, got.site.as_deref()), (Role::Agent, Some("berlin")));
+        assert_eq!(
+            (got.role, got.site.as_deref()),
+            (Role::Agent, Some("berlin"))
+        );
         assert!(c.revoke_client("a", 60).unwrap());
-        assert!(c.client_by_cert(&[1u8; 32]).unwrap().unwrap().revoked_at.is_some());
+        assert!(
+            c.client_by_cert(&[1u8; 32])
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -11,6 +11,33 @@ pub struct ChunkLocation {
     pub len: u32,
 }
 
+/// Where a chunk that is on the hub can be read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkSource {
+    /// Inside a published object.
+    Stored(ChunkLocation),
+    /// Inside an uploaded pack waiting for a publish.
+    Staged {
+        /// The pack's id.
+        pack: Digest,
+        /// Offset inside the pack.
+        offset: u64,
+        /// Length.
+        len: u32,
+    },
+}
+
+/// A published manifest as the signed metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRecord {
+    /// TUF target name.
+    pub name: String,
+    /// Length of the manifest in bytes.
+    pub length: u64,
+    /// SHA-256 of the manifest.
+    pub sha256: Digest,
+}
+
 /// One stored object a new version brings, with its chunk index.
 #[derive(Debug, Clone)]
 pub struct NewObject {

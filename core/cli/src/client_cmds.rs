@@ -107,8 +107,9 @@ fn split_spec(spec: &str) -> anyhow::Result<(PackageName, semver::VersionReq)> {
         None => (spec, "*"),
     };
     let name = PackageName::new(name)?;
-    let req = semver::VersionReq::parse(req)
-        .with_context(|| format!("{req:?} is not a semver requirement (try ^1.2, =1.2.3, >=1, <2)"))?;
+    let req = semver::VersionReq::parse(req).with_context(|| {
+        format!("{req:?} is not a semver requirement (try ^1.2, =1.2.3, >=1, <2)")
+    })?;
     Ok((name, req))
 }
 
@@ -124,7 +125,12 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         "enrolled as {} (role {}{}) with {}",
         creds.info.id,
         creds.info.role,
-        creds.info.site.as_deref().map(|s| format!(", site {s}")).unwrap_or_default(),
+        creds
+            .info
+            .site
+            .as_deref()
+            .map(|s| format!(", site {s}"))
+            .unwrap_or_default(),
         creds.info.server
     );
     println!("credentials saved in {}", dir.display());
@@ -180,9 +186,11 @@ fn bar(hidden: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -190,14 +198,24 @@ fn bar(hidden: bool) -> ProgressBar {
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let name = PackageName::new(&args.name)?;
-    let version = semver::Version::parse(&args.version)
-        .with_context(|| format!("{:?} is not a semver version (use MAJOR.MINOR.PATCH, e.g. 1.4.2)", args.version))?;
-    let install = args.install.as_deref().map(|s| parse_install(s, &args.params)).transpose()?;
+    let version = semver::Version::parse(&args.version).with_context(|| {
+        format!(
+            "{:?} is not a semver version (use MAJOR.MINOR.PATCH, e.g. 1.4.2)",
+            args.version
+        )
+    })?;
+    let install = args
+        .install
+        .as_deref()
+        .map(|s| parse_install(s, &args.params))
+        .transpose()?;
     let (creds, client) = connect(&args.data)?;
     let dir = args.dir.clone();
-    let scanned = tokio::task::spawn_blocking(move || scan_directory(&dir, name, version, install, ChunkParams::default()))
-        .await
-        .context("scanning task failed")??;
+    let scanned = tokio::task::spawn_blocking(move || {
+        scan_directory(&dir, name, version, install, ChunkParams::default())
+    })
+    .await
+    .context("scanning task failed")??;
     let cache = ManifestCache::new(creds.cache_dir().join("manifests"));
     let progress = BarProgress(bar(args.json));
     let report = ferry_transfer::upload::publish(&client, &cache, &scanned, &progress).await;
@@ -206,7 +224,10 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if args.json {
         return output::json(&report);
     }
-    let published = report.published.as_ref().expect("a successful publish has an answer");
+    let published = report
+        .published
+        .as_ref()
+        .expect("a successful publish has an answer");
     println!(
         "published {} {} (metadata version {})",
         published.name, published.version, published.metadata_version
@@ -221,7 +242,10 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         report.chunks
     );
     match &report.delta_base {
-        Some(base) => println!("    manifest {} (delta of {base})", HumanBytes(report.manifest_bytes_sent)),
+        Some(base) => println!(
+            "    manifest {} (delta of {base})",
+            HumanBytes(report.manifest_bytes_sent)
+        ),
         None => println!("    manifest {}", HumanBytes(report.manifest_bytes_sent)),
     }
     println!("    queries  {}", HumanBytes(report.query_bytes));
@@ -233,7 +257,10 @@ pub async fn packages(args: PackagesArgs) -> anyhow::Result<()> {
     let mut path = "v1/packages".to_owned();
     if let Some(filter) = &args.filter {
         let (name, req) = split_spec(filter)?;
-        path = format!("v1/packages?name={name}&req={}", url_encode(&req.to_string()));
+        path = format!(
+            "v1/packages?name={name}&req={}",
+            url_encode(&req.to_string())
+        );
     }
     let versions: Vec<VersionInfo> = client.get_json(&path).await?;
     if args.json {
@@ -256,7 +283,10 @@ pub async fn packages(args: PackagesArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    output::table(&["NAME", "VERSION", "SIZE", "FILES", "PUBLISHED", "BY"], &rows);
+    output::table(
+        &["NAME", "VERSION", "SIZE", "FILES", "PUBLISHED", "BY"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -282,7 +312,8 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let progress = bar(args.json);
     progress.set_length(manifest.total_size());
     progress.set_message(format!("{name} {version}"));
-    let report = ferry_transfer::download_package(&source, &manifest, &args.out, |n| progress.inc(n)).await;
+    let report =
+        ferry_transfer::download_package(&source, &manifest, &args.out, |n| progress.inc(n)).await;
     progress.finish_and_clear();
     let report = report?;
     if args.json {
@@ -309,7 +340,8 @@ pub async fn unpublish(args: UnpublishArgs) -> anyhow::Result<()> {
         bail!("give the exact version as NAME@VERSION, e.g. my-app@1.2.0");
     };
     let name = PackageName::new(name)?;
-    let version = semver::Version::parse(version).with_context(|| format!("{version:?} is not a semver version"))?;
+    let version = semver::Version::parse(version)
+        .with_context(|| format!("{version:?} is not a semver version"))?;
     let (_creds, client) = connect(&args.data)?;
     let url = client.url(&format!("v1/packages/{name}/{version}"))?;
     client.delete(&url).await?;

@@ -92,13 +92,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -110,13 +111,23 @@ async fn shutdown_signal() {
 
 pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
     match cmd {
-        HubCommand::Init { data, names, listen } => {
+        HubCommand::Init {
+            data,
+            names,
+            listen,
+        } => {
             let summary = init::init(&data, init::InitOptions { names, listen }).await?;
             println!("created hub in {}", summary.data.display());
             println!("  listen          {}", summary.listen);
             println!("  certificate for {}", summary.names.join(", "));
             println!("  CA fingerprint  {}", summary.ca_fingerprint);
-            println!("  root key        {}", HubLayout::new(&summary.data).tuf().join("keys/root.der").display());
+            println!(
+                "  root key        {}",
+                HubLayout::new(&summary.data)
+                    .tuf()
+                    .join("keys/root.der")
+                    .display()
+            );
             println!();
             println!("Move the root key offline once the hub runs (see docs/security.md).");
             println!("Next: ferry hub run --data {}", summary.data.display());
@@ -138,7 +149,10 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
         HubCommand::Gc { data } => {
             let state = HubState::open(&data)?;
             let report = ferry_hub::gc::collect(&state, state.config.gc.staged_max_age).await?;
-            println!("removed {} object(s) and {} staged chunk(s)", report.objects, report.staged);
+            println!(
+                "removed {} object(s), {} expired staged chunk(s) and {} staged pack(s)",
+                report.objects, report.staged_chunks, report.packs
+            );
             Ok(())
         }
         HubCommand::Clients { data, json } => {
@@ -165,7 +179,10 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
         HubCommand::Revoke { data, client } => {
             let catalog = open_catalog(&data)?;
             if !catalog.revoke_client(&client, chrono::Utc::now().timestamp())? {
-                anyhow::bail!("no active client {client:?}; see `ferry hub clients --data {}`", data.display());
+                anyhow::bail!(
+                    "no active client {client:?}; see `ferry hub clients --data {}`",
+                    data.display()
+                );
             }
             println!("revoked {client}");
             Ok(())
@@ -201,7 +218,11 @@ pub fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
     eprintln!(
         "one-time {} token{}, valid until {}:",
         created.role,
-        created.site.as_deref().map(|s| format!(" for site {s}")).unwrap_or_default(),
+        created
+            .site
+            .as_deref()
+            .map(|s| format!(" for site {s}"))
+            .unwrap_or_default(),
         time(created.expires_at)
     );
     println!("{}", created.token);

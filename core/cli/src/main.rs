@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 /// Ferry moves software packages from a central hub to every endpoint, across
 /// slow WAN links, with every byte verified against hub-signed metadata.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, propagate_version = true)]
+#[command(name = "ferry", version)]
 #[command(after_help = "Quick start (one machine):\n  \
     ferry hub init --data ./hub && ferry hub run --data ./hub --listen 127.0.0.1:8443\n  \
     ferry token create --data ./hub --role publisher\n  \
@@ -62,7 +62,9 @@ impl ClientData {
         match &self.data {
             Some(d) => Ok(d.clone()),
             None => dirs::data_dir().map(|d| d.join("ferry")).ok_or_else(|| {
-                anyhow::anyhow!("no per-user data directory on this system; pass --data DIR or set FERRY_DATA")
+                anyhow::anyhow!(
+                    "no per-user data directory on this system; pass --data DIR or set FERRY_DATA"
+                )
             }),
         }
     }
@@ -76,7 +78,10 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -100,5 +105,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

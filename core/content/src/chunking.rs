@@ -34,6 +34,9 @@ impl Default for ChunkParams {
 }
 
 impl ChunkParams {
+    /// The largest chunk any parameters allow (FastCDC's maximum).
+    pub const MAX_CHUNK: u32 = fastcdc::v2020::MAXIMUM_MAX;
+
     /// Checks the parameters against FastCDC's bounds.
     pub fn validate(&self) -> Result<(), ContentError> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MINIMUM_MIN};
@@ -69,21 +72,23 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Splits `data` into content-defined chunks and hashes each one.
 ///
 /// The cut-point search is sequential by nature, so it runs on the calling
-/// thread while batches of finished chunks are hashed on rayon's pool.
+/// thread while batches of finished chunks are hashed on rayon's pool. The
+/// calling thread never blocks on the pool: it may itself be a pool worker
+/// (a directory scan chunks files in parallel), and waiting on a worker's
+/// own queue would deadlock.
 pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Vec<ChunkRef> {
     if data.is_empty() {
         return Vec::new();
     }
     let cuts = FastCDC::new(data, params.min, params.avg, params.max);
-    let mut batches: Vec<Vec<ChunkRef>> = Vec::new();
+    let done: std::sync::Mutex<Vec<(usize, Vec<ChunkRef>)>> = Default::default();
     rayon::in_place_scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<ChunkRef>)>();
+        let done = &done;
         let mut pending: Vec<(usize, usize)> = Vec::new();
         let mut pending_bytes = 0usize;
         let mut batch_count = 0usize;
         let mut flush = |pending: &mut Vec<(usize, usize)>| {
             let spans = std::mem::take(pending);
-            let tx = tx.clone();
             let index = batch_count;
             batch_count += 1;
             scope.spawn(move |_| {
@@ -94,8 +99,9 @@ pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Vec<ChunkRef> {
                         len: len as u32,
                     })
                     .collect();
-                // The receiver lives until every batch is in.
-                let _ = tx.send((index, refs));
+                done.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((index, refs));
             });
         };
         for cut in cuts {
@@ -109,19 +115,19 @@ pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Vec<ChunkRef> {
         if !pending.is_empty() {
             flush(&mut pending);
         }
-        drop(flush);
-        drop(tx);
-        let mut numbered: Vec<(usize, Vec<ChunkRef>)> = rx.iter().collect();
-        numbered.sort_unstable_by_key(|(i, _)| *i);
-        batches = numbered.into_iter().map(|(_, b)| b).collect();
     });
-    batches.into_iter().flatten().collect()
+    let mut batches = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    batches.sort_unstable_by_key(|(i, _)| *i);
+    batches.into_iter().flat_map(|(_, b)| b).collect()
 }
 
 /// Chunks a file on disk, reading it through a memory map.
 pub fn chunk_file(path: &Path, params: ChunkParams) -> Result<Vec<ChunkRef>, ContentError> {
     let file = File::open(path).map_err(|e| ContentError::io(path, e))?;
-    let len = file.metadata().map_err(|e| ContentError::io(path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| ContentError::io(path, e))?
+        .len();
     if len == 0 {
         return Ok(Vec::new());
     }
@@ -168,11 +174,23 @@ mod tests {
         let data = pseudo_random(4 << 20, 9);
         let mut edited = data.clone();
         edited.splice(2_000_000..2_000_000, pseudo_random(100, 3));
-        let a: std::collections::HashSet<_> =
-            chunk_bytes(&data, ChunkParams::default()).into_iter().collect();
+        let a: std::collections::HashSet<_> = chunk_bytes(&data, ChunkParams::default())
+            .into_iter()
+            .collect();
         let b = chunk_bytes(&edited, ChunkParams::default());
         let new = b.iter().filter(|c| !a.contains(c)).count();
         assert!(new <= 4, "{new} chunks changed for one 100-byte insertion");
+    }
+
+    #[test]
+    fn chunking_inside_the_pool_does_not_deadlock() {
+        use rayon::prelude::*;
+        let files: Vec<Vec<u8>> = (0..8).map(|i| pseudo_random(9 << 20, i + 1)).collect();
+        let counts: Vec<usize> = files
+            .par_iter()
+            .map(|f| chunk_bytes(f, ChunkParams::default()).len())
+            .collect();
+        assert!(counts.iter().all(|&n| n > 1000));
     }
 
     #[test]

@@ -35,11 +35,16 @@ pub enum ContentError {
         target: String,
     },
     /// A file kind that a package cannot hold (device, socket, fifo).
-    #[error("{0:?} is not a regular file, directory or symlink; remove it from the package directory")]
+    #[error(
+        "{0:?} is not a regular file, directory or symlink; remove it from the package directory"
+    )]
     UnsupportedFileType(String),
     /// The manifest is not acceptable.
     #[error("invalid manifest: {0}")]
     InvalidManifest(String),
+    /// A chunk pack is malformed.
+    #[error("invalid chunk pack: {0}")]
+    InvalidPack(String),
     /// The manifest could not be parsed.
     #[error("manifest is not valid JSON for this format: {0}")]
     ManifestSyntax(#[from] serde_json::Error),

@@ -10,6 +10,7 @@ mod error;
 mod manifest;
 mod manifest_delta;
 mod name;
+mod pack;
 mod path;
 mod scan;
 
@@ -21,5 +22,6 @@ pub use manifest::{
 };
 pub use manifest_delta::{decode_manifest_delta, encode_manifest_delta};
 pub use name::PackageName;
+pub use pack::{PACK_RECORD_HEADER, PackRecord, pack_push, pack_records};
 pub use path::RelPath;
 pub use scan::{ChunkSource, ScannedPackage, scan_directory};

@@ -145,9 +145,8 @@ impl Manifest {
         }
         self.chunking.validate()?;
         if let Some(step) = &self.install {
-            PackageName::new(&step.plugin).map_err(|e| {
-                ContentError::InvalidManifest(format!("install plugin name: {e}"))
-            })?;
+            PackageName::new(&step.plugin)
+                .map_err(|e| ContentError::InvalidManifest(format!("install plugin name: {e}")))?;
         }
         if self.files.len() > limits.max_files {
             return Err(ContentError::TooLarge {
@@ -349,7 +348,9 @@ mod tests {
     #[test]
     fn rejects_traversal_in_json() {
         let m = manifest(vec![entry("a", b"x")]);
-        let text = String::from_utf8(m.to_vec()).unwrap().replace("\"a\"", "\"../a\"");
+        let text = String::from_utf8(m.to_vec())
+            .unwrap()
+            .replace("\"a\"", "\"../a\"");
         assert!(Manifest::from_slice(text.as_bytes(), Default::default()).is_err());
     }
 }

@@ -27,7 +27,9 @@ pub fn encode_manifest_delta(base: &[u8], new: &[u8]) -> Vec<u8> {
     encoder
         .long_distance_matching(true)
         .expect("long-distance matching is supported");
-    encoder.write_all(new).expect("writing to a Vec cannot fail");
+    encoder
+        .write_all(new)
+        .expect("writing to a Vec cannot fail");
     encoder.finish().expect("writing to a Vec cannot fail");
     out
 }
@@ -35,8 +37,9 @@ pub fn encode_manifest_delta(base: &[u8], new: &[u8]) -> Vec<u8> {
 /// Restores a manifest from `delta` and the same `base` it was encoded with.
 /// Output beyond [`MAX_MANIFEST_BYTES`] is refused rather than buffered.
 pub fn decode_manifest_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, ContentError> {
-    let corrupt =
-        |e: std::io::Error| ContentError::InvalidManifest(format!("manifest delta is corrupt: {e}"));
+    let corrupt = |e: std::io::Error| {
+        ContentError::InvalidManifest(format!("manifest delta is corrupt: {e}"))
+    };
     let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(delta, base).map_err(corrupt)?;
     decoder.window_log_max(30).map_err(corrupt)?;
     let mut out = Vec::new();
@@ -59,15 +62,19 @@ mod tests {
 
     #[test]
     fn roundtrip_is_small_for_similar_inputs() {
-        let base: Vec<u8> = (0..200_000u32).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect();
+        let base: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+            .collect();
         let mut new = base.clone();
         new[400_000..400_036].copy_from_slice(&[7u8; 36]);
         let delta = encode_manifest_delta(&base, &new);
         assert!(delta.len() < 500, "delta is {} bytes", delta.len());
         assert_eq!(decode_manifest_delta(&base, &delta).unwrap(), new);
-        assert!(decode_manifest_delta(b"other base", &delta).is_err() || {
-            decode_manifest_delta(b"other base", &delta).unwrap() != new
-        });
+        assert!(
+            decode_manifest_delta(b"other base", &delta).is_err() || {
+                decode_manifest_delta(b"other base", &delta).unwrap() != new
+            }
+        );
         assert!(decode_manifest_delta(&base, b"garbage").is_err());
     }
 }

@@ -85,7 +85,17 @@ mod tests {
         for ok in ["a", "hello-world", "lib.ssl_3", "0day"] {
             assert!(PackageName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", ".hidden", "Upper", "a/b", "a b", "..", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            ".hidden",
+            "Upper",
+            "a/b",
+            "a b",
+            "..",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(PackageName::new(bad).is_err(), "{bad}");
         }
     }

@@ -31,7 +31,9 @@ impl RelPath {
             return Err(bad("it is longer than 4096 bytes"));
         }
         if path.starts_with('/') {
-            return Err(bad("it is absolute; paths must be relative to the package root"));
+            return Err(bad(
+                "it is absolute; paths must be relative to the package root",
+            ));
         }
         if path.contains('\\') || path.contains('\0') {
             return Err(bad("it contains a backslash or NUL byte"));
@@ -43,7 +45,11 @@ impl RelPath {
             match component {
                 "" => return Err(bad("it has an empty component (a doubled or trailing '/')")),
                 "." => return Err(bad("it has a '.' component")),
-                ".." => return Err(bad("it has a '..' component, which could leave the package")),
+                ".." => {
+                    return Err(bad(
+                        "it has a '..' component, which could leave the package",
+                    ));
+                }
                 c if c.len() > Self::MAX_COMPONENT => {
                     return Err(bad("it has a component longer than 255 bytes"));
                 }
@@ -112,8 +118,17 @@ mod tests {
     #[test]
     fn rejects_escapes() {
         for bad in [
-            "", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a/", "c:x", "a\\b",
-            "a\0b", "..",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "c:x",
+            "a\\b",
+            "a\0b",
+            "..",
         ] {
             assert!(RelPath::new(bad).is_err(), "{bad:?} accepted");
         }

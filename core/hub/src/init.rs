@@ -63,10 +63,9 @@ pub async fn init(data: &Path, options: InitOptions) -> Result<InitSummary, HubE
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| HubError::io(&parent, e))?;
-    let leaf = data
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| HubError::DataDir(format!("{} is not a usable directory name", data.display())))?;
+    let leaf = data.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        HubError::DataDir(format!("{} is not a usable directory name", data.display()))
+    })?;
     let staging = parent.join(format!(".{leaf}.init-{:08x}", rand::random::<u32>()));
     let result = build(&staging, options).await;
     match result {

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use ferry_catalog::{NewObject, NewVersion};
+use ferry_catalog::{ChunkSource, NewObject, NewVersion};
 use ferry_content::{Digest, Manifest, ManifestLimits};
 use ferry_net::api::PublishResponse;
 use ferry_store::StoreError;
@@ -20,15 +20,19 @@ pub(crate) async fn publish(
 ) -> Result<PublishResponse, ApiError> {
     let manifest = Manifest::from_slice(&manifest_bytes, ManifestLimits::default())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let _guard = state.publish_lock.lock().await;
-    if state.catalog.version_exists(&manifest.name, &manifest.version)? {
+    let metadata_guard = state.metadata_lock.lock().await;
+    if state
+        .catalog
+        .version_exists(&manifest.name, &manifest.version)?
+    {
         return Err(ApiError::conflict(format!(
             "{} {} is already published; versions are immutable, publish a new version instead",
             manifest.name, manifest.version
         )));
     }
+    let staging_guard = state.staging_lock.read().await;
 
-    // Every chunk must be staged or indexed before anything is written.
+    // Every chunk must be staged or stored before anything is written.
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
     for file in &manifest.files {
@@ -36,10 +40,7 @@ pub(crate) async fn publish(
             continue;
         }
         for c in &file.chunks {
-            if seen.insert(c.digest)
-                && !state.store.has_staged(&c.digest)
-                && state.catalog.chunk_location(&c.digest)?.is_none()
-            {
+            if seen.insert(c.digest) && state.catalog.chunk_source(&c.digest)?.is_none() {
                 missing.push(c.digest);
             }
         }
@@ -66,11 +67,13 @@ pub(crate) async fn publish(
                 continue;
             }
             let size = store.assemble(&id, &file.chunks, |c| {
-                if store.has_staged(&c.digest) {
-                    return store.read_staged(&c.digest);
-                }
-                match catalog.chunk_location(&c.digest) {
-                    Ok(Some(at)) => store.read_range(&at.object, at.offset, at.len as u64),
+                match catalog.chunk_source(&c.digest) {
+                    Ok(Some(ChunkSource::Staged { pack, offset, len })) => {
+                        store.read_staged(&pack, offset, len, &c.digest)
+                    }
+                    Ok(Some(ChunkSource::Stored(at))) => {
+                        store.read_range(&at.object, at.offset, at.len as u64)
+                    }
                     Ok(None) => Err(StoreError::Missing(c.digest)),
                     Err(e) => Err(StoreError::Io {
                         path: "catalog".into(),
@@ -108,18 +111,34 @@ pub(crate) async fn publish(
         objects,
     };
     state.catalog.commit_version(&record)?;
-    let metadata_version = state.resign().await?;
-
-    // The chunks now live inside objects; their staged copies are spare.
-    let used: HashSet<Digest> = manifest
+    // The chunks now live inside objects; their staged copies are spare. A
+    // crash before this leaves staged rows that expire by age.
+    let used: Vec<Digest> = manifest
         .files
         .iter()
         .flat_map(|f| f.chunks.iter().map(|c| c.digest))
+        .collect::<HashSet<_>>()
+        .into_iter()
         .collect();
-    for d in used {
-        if let Err(e) = state.store.remove_staged(&d) {
-            tracing::warn!("could not remove staged chunk {d}: {e}");
+    state.catalog.unstage(&used)?;
+    drop(staging_guard);
+    let metadata_version = match state.resign().await {
+        Ok(v) => v,
+        Err(e) => {
+            // Unsigned, the version must not be listed either: withdraw it so
+            // the publisher can simply try again.
+            state
+                .catalog
+                .delete_version(&manifest.name, &manifest.version)?;
+            return Err(ApiError::internal(format!(
+                "signing metadata for {} {} failed, nothing was published: {e}",
+                manifest.name, manifest.version
+            )));
         }
+    };
+    drop(metadata_guard);
+    if let Err(e) = crate::gc::remove_dead_packs(state).await {
+        tracing::warn!("could not remove used upload packs (the next collection will): {e}");
     }
     tracing::info!(
         name = %manifest.name,

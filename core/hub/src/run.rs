@@ -31,7 +31,8 @@ pub async fn run(
         let path = tls_dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| HubError::io(&path, e))
     };
-    let tls = ferry_net::server_config(&read("ca.pem")?, &read("server.pem")?, &read("server.key")?)?;
+    let tls =
+        ferry_net::server_config(&read("ca.pem")?, &read("server.pem")?, &read("server.key")?)?;
     let listen = options.listen.unwrap_or(state.config.listen);
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         HubError::DataDir(format!(
@@ -55,12 +56,12 @@ pub async fn run(
 /// Makes the served metadata list exactly the catalog's versions, and fresh.
 /// A crash between a catalog commit and re-signing is repaired here.
 async fn sync_metadata(state: &HubState) -> Result<(), HubError> {
-    let _guard = state.publish_lock.lock().await;
+    let _guard = state.metadata_lock.lock().await;
     let catalog: Vec<String> = state
         .catalog
         .all_targets()?
         .into_iter()
-        .map(|(name, _)| name)
+        .map(|t| t.name)
         .collect();
     if state.tuf.current_targets()? != catalog || state.tuf.needs_refresh()? {
         let version = state.resign().await?;
@@ -71,10 +72,11 @@ async fn sync_metadata(state: &HubState) -> Result<(), HubError> {
 
 /// Re-signs metadata before the timestamp expires.
 async fn refresh_loop(state: Arc<HubState>) {
-    let period = (state.config.tuf.timestamp / 8).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    let period =
+        (state.config.tuf.timestamp / 8).clamp(Duration::from_millis(200), Duration::from_secs(60));
     loop {
         tokio::time::sleep(period).await;
-        let _guard = state.publish_lock.lock().await;
+        let _guard = state.metadata_lock.lock().await;
         match state.tuf.needs_refresh() {
             Ok(false) => {}
             Ok(true) => match state.resign().await {
@@ -90,9 +92,12 @@ async fn gc_loop(state: Arc<HubState>) {
     loop {
         tokio::time::sleep(state.config.gc.interval).await;
         match gc::collect(&state, state.config.gc.staged_max_age).await {
-            Ok(r) if r.objects + r.staged > 0 => {
-                tracing::info!(objects = r.objects, staged = r.staged, "garbage collected")
-            }
+            Ok(r) if r.objects + r.staged_chunks + r.packs > 0 => tracing::info!(
+                objects = r.objects,
+                staged_chunks = r.staged_chunks,
+                packs = r.packs,
+                "garbage collected"
+            ),
             Ok(_) => {}
             Err(e) => tracing::error!("garbage collection failed: {e}"),
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use ferry_catalog::{HubCatalog, SqliteCatalog};
 use ferry_net::CertificateAuthority;
 use ferry_store::ContentStore;
-use ferry_trust::SigningRepository;
+use ferry_trust::{SigningRepository, TargetEntry};
 
 use crate::{HubConfig, HubError, HubLayout};
 
@@ -22,9 +22,14 @@ pub struct HubState {
     pub tuf: SigningRepository,
     /// Signs client certificates.
     pub ca: CertificateAuthority,
-    /// Serializes publishes and metadata re-signing, which both produce a
-    /// new metadata version.
-    pub publish_lock: tokio::sync::Mutex<()>,
+    /// Serializes everything that produces a new metadata version or
+    /// changes which objects exist: publish, withdraw, re-sign, collection.
+    /// Taken before `staging_lock` when both are needed.
+    pub metadata_lock: tokio::sync::Mutex<()>,
+    /// Uploads and publishes hold it shared while they write or read staged
+    /// packs; removing packs holds it exclusively, so a pack is never removed
+    /// between being written and being indexed, or while a publish reads it.
+    pub staging_lock: tokio::sync::RwLock<()>,
 }
 
 impl HubState {
@@ -50,13 +55,24 @@ impl HubState {
             store,
             tuf,
             ca,
-            publish_lock: tokio::sync::Mutex::new(()),
+            metadata_lock: tokio::sync::Mutex::new(()),
+            staging_lock: tokio::sync::RwLock::new(()),
         })
     }
 
     /// Re-signs the metadata so it lists exactly the published versions.
+    /// The caller holds `metadata_lock`.
     pub async fn resign(&self) -> Result<u64, HubError> {
-        let targets = self.catalog.all_targets()?;
-        Ok(self.tuf.publish(targets).await?)
+        let targets: Vec<TargetEntry> = self
+            .catalog
+            .all_targets()?
+            .into_iter()
+            .map(|t| TargetEntry {
+                name: t.name,
+                length: t.length,
+                sha256: t.sha256.0,
+            })
+            .collect();
+        Ok(self.tuf.publish(&targets).await?)
     }
 }

@@ -24,11 +24,13 @@ pub struct CreatedToken {
 
 /// Validates a site name: the same rules as package names.
 pub fn validate_site(site: &str) -> Result<(), HubError> {
-    ferry_content::PackageName::new(site).map(|_| ()).map_err(|_| {
-        HubError::DataDir(format!(
-            "invalid site name {site:?}: use 1-64 characters of a-z, 0-9, '-', '_' or '.'"
-        ))
-    })
+    ferry_content::PackageName::new(site)
+        .map(|_| ())
+        .map_err(|_| {
+            HubError::DataDir(format!(
+                "invalid site name {site:?}: use 1-64 characters of a-z, 0-9, '-', '_' or '.'"
+            ))
+        })
 }
 
 /// Creates a one-time token for `role` (and `site`) valid for `lifetime`.

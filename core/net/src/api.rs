@@ -4,8 +4,12 @@
 //! client certificate):
 //! - `GET  ca` - the hub CA certificate (PEM), for pinned first contact
 //! - `POST enroll` - [`EnrollRequest`] → [`EnrollResponse`]
-//! - `POST chunks/missing` - [`MissingChunksRequest`] → [`MissingChunksResponse`] (publisher)
-//! - `PUT  chunks/{digest}` - raw chunk bytes (publisher)
+//! - `POST chunks/missing` - concatenated 32-byte SHA-256 digests
+//!   (`application/octet-stream`, at most [`MAX_MISSING_QUERY`]) →
+//!   [`MissingChunksResponse`] (publisher)
+//! - `POST chunks` - a chunk pack ([`PACK_CONTENT_TYPE`], see
+//!   [`ferry_content::pack_records`], at most [`MAX_PACK_BODY`] bytes) →
+//!   [`PackResponse`]; the pack is kept whole or refused whole (publisher)
 //! - `GET  chunks/{digest}` - raw chunk bytes
 //! - `POST publish` - a manifest (JSON), or with `?base=TARGET` a zstd delta
 //!   against that published manifest → [`PublishResponse`] (publisher)
@@ -14,7 +18,6 @@
 //! - `GET  tuf/{file}` - signed TUF metadata
 //! - `GET  tuf/targets/{sha256}.{target}` - a manifest, as a TUF target
 
-use ferry_content::Digest;
 use serde::{Deserialize, Serialize};
 
 /// Largest request body the API accepts outside chunk and publish uploads.
@@ -57,18 +60,29 @@ pub struct EnrollResponse {
     pub tuf_root: String,
 }
 
-/// Which of these chunks does the hub lack?
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MissingChunksRequest {
-    /// Chunk digests.
-    pub chunks: Vec<Digest>,
-}
+/// Most digests one `chunks/missing` query may carry.
+pub const MAX_MISSING_QUERY: usize = 1 << 20;
+
+/// Largest chunk pack one upload may carry.
+pub const MAX_PACK_BODY: usize = 64 << 20;
+
+/// Content type of a chunk pack.
+pub const PACK_CONTENT_TYPE: &str = "application/x-ferry-pack";
 
 /// The chunks the hub lacks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MissingChunksResponse {
-    /// Digests to upload.
-    pub missing: Vec<Digest>,
+    /// Positions, in the query, of the digests to upload.
+    pub missing: Vec<usize>,
+}
+
+/// What the hub kept of an uploaded pack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackResponse {
+    /// Chunks verified and staged.
+    pub chunks: usize,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// The result of a publish.

@@ -80,7 +80,10 @@ impl HubClient {
         })
     }
 
-    async fn check(url: &Url, result: reqwest::Result<reqwest::Response>) -> Result<reqwest::Response, NetError> {
+    async fn check(
+        url: &Url,
+        result: reqwest::Result<reqwest::Response>,
+    ) -> Result<reqwest::Response, NetError> {
         let response = result.map_err(|e| NetError::Request {
             url: url.to_string(),
             detail: describe(&e),
@@ -112,13 +115,22 @@ impl HubClient {
     }
 
     /// POST a JSON body, expecting a JSON answer.
-    pub async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, NetError> {
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, NetError> {
         let bytes = serde_json::to_vec(body).expect("API bodies serialize");
         self.post_bytes(path, "application/json", bytes).await
     }
 
     /// POST raw bytes with a content type, expecting a JSON answer.
-    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<T, NetError> {
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T, NetError> {
         let url = self.url(path)?;
         let response = Self::check(
             &url,
@@ -151,7 +163,11 @@ impl HubClient {
     }
 
     /// GET a resource, optionally a byte range of it, as a stream.
-    pub async fn get(&self, url: &Url, range: Option<(u64, Option<u64>)>) -> Result<Response, NetError> {
+    pub async fn get(
+        &self,
+        url: &Url,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<Response, NetError> {
         let mut request = self.http.get(url.clone());
         if let Some((start, end)) = range {
             let value = match end {
@@ -171,7 +187,11 @@ impl HubClient {
 }
 
 /// Reads a body, stopping as soon as it passes `limit`.
-pub(crate) async fn read_limited(url: &Url, response: reqwest::Response, limit: u64) -> Result<Bytes, NetError> {
+pub(crate) async fn read_limited(
+    url: &Url,
+    response: reqwest::Response,
+    limit: u64,
+) -> Result<Bytes, NetError> {
     if response.content_length().is_some_and(|n| n > limit) {
         return Err(NetError::TooLarge {
             url: url.to_string(),

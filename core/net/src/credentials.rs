@@ -60,7 +60,8 @@ impl ClientCredentials {
         };
         let text = |name: &str| {
             read(name).and_then(|b| {
-                String::from_utf8(b).map_err(|_| NetError::Credentials(format!("{name} is not UTF-8")))
+                String::from_utf8(b)
+                    .map_err(|_| NetError::Credentials(format!("{name} is not UTF-8")))
             })
         };
         let info: ClientInfo = toml::from_str(&text("client.toml")?).map_err(|e| {

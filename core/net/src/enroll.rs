@@ -5,7 +5,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use url::Url;
 
 use crate::api::{EnrollRequest, EnrollResponse};
-use crate::{ClientCredentials, ClientInfo, EnrollmentToken, HubClient, NetError, fetch_ca_pinned, generate_client_key};
+use crate::{
+    ClientCredentials, ClientInfo, EnrollmentToken, HubClient, NetError, fetch_ca_pinned,
+    generate_client_key,
+};
 
 /// Enrolls this machine with the hub at `server` using a one-time `token`,
 /// and saves the resulting credentials in `data`.

@@ -10,7 +10,9 @@ pub enum NetError {
     #[error("TLS configuration error: {0}")]
     Tls(String),
     /// An enrollment token could not be parsed.
-    #[error("malformed enrollment token: {0}; copy the whole token printed by `ferry token create`")]
+    #[error(
+        "malformed enrollment token: {0}; copy the whole token printed by `ferry token create`"
+    )]
     BadToken(String),
     /// The server's CA does not match the fingerprint in the token.
     #[error(

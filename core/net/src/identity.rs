@@ -113,8 +113,9 @@ impl CertificateAuthority {
             Some("hub"),
         );
         for name in dns_names {
-            p.subject_alt_names
-                .push(SanType::DnsName(name.as_str().try_into().map_err(cert_err)?));
+            p.subject_alt_names.push(SanType::DnsName(
+                name.as_str().try_into().map_err(cert_err)?,
+            ));
         }
         for ip in ips {
             p.subject_alt_names.push(SanType::IpAddress(*ip));
@@ -142,8 +143,9 @@ impl CertificateAuthority {
         site: Option<&str>,
         days: i64,
     ) -> Result<String, NetError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| NetError::Certificate(format!("the certificate request is invalid: {e}")))?;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            NetError::Certificate(format!("the certificate request is invalid: {e}"))
+        })?;
         let mut p = CertificateParams::default();
         let mut d = dn(client_id, Some(role));
         if let Some(site) = site {
@@ -156,8 +158,7 @@ impl CertificateAuthority {
         p.use_authority_key_identifier_extension = true;
         p.serial_number = Some(rand::random::<u64>().into());
         validity(&mut p, days);
-        Ok(p
-            .signed_by(&csr.public_key, &self.issuer)
+        Ok(p.signed_by(&csr.public_key, &self.issuer)
             .map_err(cert_err)?
             .pem())
     }
@@ -208,6 +209,9 @@ mod tests {
             .sign_client_csr(&client.csr_pem, "agent-1", "agent", Some("berlin"), 30)
             .unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(ca.sign_client_csr("garbage", "x", "agent", None, 1).is_err());
+        assert!(
+            ca.sign_client_csr("garbage", "x", "agent", None, 1)
+                .is_err()
+        );
     }
 }

@@ -18,7 +18,8 @@ pub use credentials::{ClientCredentials, ClientInfo};
 pub use enroll::enroll;
 pub use error::NetError;
 pub use identity::{
-    CertificateAuthority, ClientKey, IssuedCertificate, cert_sha256, generate_client_key, pem_cert_der,
+    CertificateAuthority, ClientKey, IssuedCertificate, cert_sha256, generate_client_key,
+    pem_cert_der,
 };
 pub use server::{Peer, serve};
 pub use tls::{client_config, fetch_ca_pinned, provider, server_config};

@@ -2,7 +2,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use ferry_content::{ChunkRef, Digest};
 
@@ -22,6 +21,9 @@ pub enum StoreError {
     /// The object or chunk is not in the store.
     #[error("{0} is not in the content store")]
     Missing(Digest),
+    /// An uploaded pack is malformed.
+    #[error(transparent)]
+    BadPack(ferry_content::ContentError),
     /// A read past the end of an object.
     #[error("range {offset}+{len} is outside object {id} of {size} bytes")]
     OutOfRange {
@@ -35,7 +37,9 @@ pub enum StoreError {
         size: u64,
     },
     /// A filesystem operation failed.
-    #[error("content store I/O on {path}: {source} (check the disk and the permissions of the data directory)")]
+    #[error(
+        "content store I/O on {path}: {source} (check the disk and the permissions of the data directory)"
+    )]
     Io {
         /// The path involved.
         path: PathBuf,
@@ -49,6 +53,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// A staged pack and where each of its chunks sits inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedPack {
+    /// The pack's name: the digest of its bytes.
+    pub id: Digest,
+    /// Each chunk's digest, offset and length inside the pack.
+    pub chunks: Vec<(Digest, u64, u32)>,
 }
 
 /// A content store rooted at one directory.
@@ -96,51 +109,58 @@ impl ContentStore {
         durable::rename(tmp, dest).map_err(io_err(dest))
     }
 
-    /// Verifies `bytes` against `digest` and keeps them in the staging area.
-    pub fn stage_chunk(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
-        let actual = Digest::of(bytes);
-        if actual != *digest {
-            return Err(StoreError::DigestMismatch {
-                expected: *digest,
-                actual,
-            });
-        }
-        let dest = self.sharded("staging", digest);
-        if dest.exists() {
-            return Ok(());
-        }
-        let tmp = self.temp_path();
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::Io { path: tmp, source: e });
-        }
-        self.install(&tmp, &dest)
-    }
-
-    /// Whether a chunk waits in the staging area.
-    pub fn has_staged(&self, digest: &Digest) -> bool {
-        self.sharded("staging", digest).exists()
-    }
-
-    /// Reads a staged chunk, checking it still matches its digest.
-    pub fn read_staged(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
-        let path = self.sharded("staging", digest);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::Missing(*digest));
+    /// Verifies every chunk of an uploaded pack (see
+    /// [`ferry_content::pack_records`]) and keeps the pack in the staging area
+    /// until a publish assembles files from it. Either the whole pack is kept
+    /// or nothing is: one bad record refuses it.
+    pub fn stage_pack(&self, pack: &[u8], max_chunk: u32) -> Result<StagedPack, StoreError> {
+        let records = ferry_content::pack_records(pack, max_chunk).map_err(StoreError::BadPack)?;
+        let mut chunks = Vec::with_capacity(records.len());
+        for r in &records {
+            let actual = Digest::of(r.bytes);
+            if actual != r.digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: r.digest,
+                    actual,
+                });
             }
-            Err(e) => return Err(StoreError::Io { path, source: e }),
-        };
+            chunks.push((r.digest, r.offset as u64, r.bytes.len() as u32));
+        }
+        // Named by its own digest, so a retried upload lands on the same file.
+        let id = Digest::of(pack);
+        let dest = self.sharded("staging", &id);
+        if !dest.exists() {
+            let tmp = self.temp_path();
+            let write = || -> io::Result<()> {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o444)
+                    .open(&tmp)?;
+                f.write_all(pack)?;
+                f.sync_all()
+            };
+            if let Err(e) = write() {
+                let _ = fs::remove_file(&tmp);
+                return Err(StoreError::Io {
+                    path: tmp,
+                    source: e,
+                });
+            }
+            self.install(&tmp, &dest)?;
+        }
+        Ok(StagedPack { id, chunks })
+    }
+
+    /// Reads a chunk out of a staged pack, checking it against `digest`.
+    pub fn read_staged(
+        &self,
+        pack: &Digest,
+        offset: u64,
+        len: u32,
+        digest: &Digest,
+    ) -> Result<Vec<u8>, StoreError> {
+        let bytes = read_at(&self.sharded("staging", pack), *pack, offset, len as u64)?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(StoreError::DigestMismatch {
@@ -151,24 +171,14 @@ impl ContentStore {
         Ok(bytes)
     }
 
-    /// Removes a staged chunk (after a publish, or by garbage collection).
-    pub fn remove_staged(&self, digest: &Digest) -> Result<(), StoreError> {
-        remove_if_present(&self.sharded("staging", digest))
+    /// Removes a staged pack (after a publish, or by garbage collection).
+    pub fn remove_pack(&self, id: &Digest) -> Result<(), StoreError> {
+        remove_if_present(&self.sharded("staging", id))
     }
 
-    /// Staged chunks whose file is older than `age`: uploads nobody published.
-    pub fn staged_older_than(&self, age: Duration) -> Result<Vec<Digest>, StoreError> {
-        let cutoff = SystemTime::now() - age;
-        let mut out = Vec::new();
-        for (digest, path) in self.list("staging")? {
-            let modified = fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .map_err(io_err(&path))?;
-            if modified < cutoff {
-                out.push(digest);
-            }
-        }
-        Ok(out)
+    /// Every staged pack.
+    pub fn staged_packs(&self) -> Result<Vec<Digest>, StoreError> {
+        Ok(self.list("staging")?.into_iter().map(|(d, _)| d).collect())
     }
 
     /// Writes the object `id` from `chunks`, taking each chunk's bytes from
@@ -242,21 +252,7 @@ impl ContentStore {
 
     /// Reads `len` bytes at `offset` of object `id`.
     pub fn read_range(&self, id: &Digest, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-        let path = self.object_path(id)?;
-        let mut file = File::open(&path).map_err(io_err(&path))?;
-        let size = file.metadata().map_err(io_err(&path))?.len();
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(StoreError::OutOfRange {
-                id: *id,
-                offset,
-                len,
-                size,
-            });
-        }
-        file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact(&mut buf).map_err(io_err(&path))?;
-        Ok(buf)
+        read_at(&self.sharded("objects", id), *id, offset, len)
     }
 
     /// Deletes an object (garbage collection).
@@ -292,6 +288,33 @@ impl ContentStore {
     }
 }
 
+/// Reads `len` bytes at `offset` of the stored file `path`, named `id`.
+fn read_at(path: &Path, id: Digest, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::Missing(id)),
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source: e,
+            });
+        }
+    };
+    let size = file.metadata().map_err(io_err(path))?.len();
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(StoreError::OutOfRange {
+            id,
+            offset,
+            len,
+            size,
+        });
+    }
+    file.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact(&mut buf).map_err(io_err(path))?;
+    Ok(buf)
+}
+
 fn remove_if_present(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -319,29 +342,64 @@ mod tests {
         let a = b"first chunk".to_vec();
         let b = b"second".to_vec();
         let refs = [
-            ChunkRef { digest: Digest::of(&a), len: a.len() as u32 },
-            ChunkRef { digest: Digest::of(&b), len: b.len() as u32 },
+            ChunkRef {
+                digest: Digest::of(&a),
+                len: a.len() as u32,
+            },
+            ChunkRef {
+                digest: Digest::of(&b),
+                len: b.len() as u32,
+            },
         ];
+        let mut bad = Vec::new();
+        ferry_content::pack_push(&mut bad, &refs[0].digest, &a);
+        ferry_content::pack_push(&mut bad, &refs[1].digest, b"tampered");
         assert!(matches!(
-            s.stage_chunk(&refs[0].digest, b"tampered"),
+            s.stage_pack(&bad, 100),
             Err(StoreError::DigestMismatch { .. })
         ));
-        assert!(!s.has_staged(&refs[0].digest));
-        s.stage_chunk(&refs[0].digest, &a).unwrap();
-        s.stage_chunk(&refs[1].digest, &b).unwrap();
+        assert!(matches!(
+            s.stage_pack(&bad[..bad.len() - 1], 100),
+            Err(StoreError::BadPack(_))
+        ));
+        assert!(
+            s.staged_packs().unwrap().is_empty(),
+            "a refused pack was kept"
+        );
+
+        let mut pack = Vec::new();
+        ferry_content::pack_push(&mut pack, &refs[0].digest, &a);
+        ferry_content::pack_push(&mut pack, &refs[1].digest, &b);
+        let staged = s.stage_pack(&pack, 100).unwrap();
+        assert_eq!(
+            s.stage_pack(&pack, 100).unwrap(),
+            staged,
+            "a retried upload is idempotent"
+        );
+        assert_eq!(s.staged_packs().unwrap(), vec![staged.id]);
         let id = Digest::of(b"object id");
-        let size = s.assemble(&id, &refs, |c| s.read_staged(&c.digest)).unwrap();
+        let size = s
+            .assemble(&id, &refs, |c| {
+                let (_, offset, len) = staged.chunks.iter().find(|e| e.0 == c.digest).unwrap();
+                s.read_staged(&staged.id, *offset, *len, &c.digest)
+            })
+            .unwrap();
         assert_eq!(size, 17);
         assert_eq!(s.read_range(&id, 11, 6).unwrap(), b"second");
         assert!(s.read_range(&id, 12, 6).is_err());
         assert_eq!(s.objects().unwrap(), vec![id]);
+        s.remove_pack(&staged.id).unwrap();
+        assert!(s.staged_packs().unwrap().is_empty());
         fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn failed_assembly_leaves_nothing() {
         let (s, dir) = store("fail");
-        let refs = [ChunkRef { digest: Digest::of(b"x"), len: 1 }];
+        let refs = [ChunkRef {
+            digest: Digest::of(b"x"),
+            len: 1,
+        }];
         let id = Digest::of(b"id");
         assert!(s.assemble(&id, &refs, |_| Ok(b"y".to_vec())).is_err());
         assert!(!s.has_object(&id));

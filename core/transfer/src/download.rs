@@ -50,7 +50,8 @@ pub async fn download_package(
             }
             match &entry.symlink {
                 Some(target) => {
-                    std::os::unix::fs::symlink(target, &dest).map_err(|e| TransferError::io(&dest, e))?;
+                    std::os::unix::fs::symlink(target, &dest)
+                        .map_err(|e| TransferError::io(&dest, e))?;
                 }
                 None => {
                     report.bytes += fetch_file(client, entry, &dest, &mut progress).await?;
@@ -94,10 +95,12 @@ async fn fetch_file(
     let mut buffer: Vec<u8> = Vec::new();
     let mut written = 0u64;
     while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| TransferError::Net(ferry_net::NetError::Request {
-            url: source_url.clone(),
-            detail: e.to_string(),
-        }))?;
+        let piece = piece.map_err(|e| {
+            TransferError::Net(ferry_net::NetError::Request {
+                url: source_url.clone(),
+                detail: e.to_string(),
+            })
+        })?;
         let mut piece = &piece[..];
         while !piece.is_empty() {
             let Some((index, chunk)) = current else {
@@ -119,7 +122,8 @@ async fn fetch_file(
                         source_url: source_url.clone(),
                     });
                 }
-                file.write_all(&buffer).map_err(|e| TransferError::io(dest, e))?;
+                file.write_all(&buffer)
+                    .map_err(|e| TransferError::io(dest, e))?;
                 written += buffer.len() as u64;
                 progress(buffer.len() as u64);
                 buffer.clear();

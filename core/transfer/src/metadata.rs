@@ -1,7 +1,9 @@
-use futures_util::StreamExt;
 use ferry_content::{Manifest, ManifestLimits, PackageName};
 use ferry_net::{ClientCredentials, HubClient, NetError};
-use ferry_trust::{Transport, TransportError, TransportErrorKind, TransportStream, TrustedRepository};
+use ferry_trust::{
+    Transport, TransportError, TransportErrorKind, TransportStream, TrustedRepository,
+};
+use futures_util::StreamExt;
 use url::Url;
 
 use crate::TransferError;
@@ -27,14 +29,20 @@ impl Transport for TufTransport {
             Ok(response) => {
                 let u = url.clone();
                 let stream = response.bytes_stream().map(move |piece| {
-                    piece.map_err(|e| TransportError::new_with_cause(TransportErrorKind::Other, &u, e))
+                    piece.map_err(|e| {
+                        TransportError::new_with_cause(TransportErrorKind::Other, &u, e)
+                    })
                 });
                 Ok(Box::pin(stream))
             }
             Err(NetError::Status { status: 404, .. }) => {
                 Err(TransportError::new(TransportErrorKind::FileNotFound, url))
             }
-            Err(e) => Err(TransportError::new_with_cause(TransportErrorKind::Other, url, e)),
+            Err(e) => Err(TransportError::new_with_cause(
+                TransportErrorKind::Other,
+                url,
+                e,
+            )),
         }
     }
 }
@@ -90,10 +98,12 @@ pub async fn fetch_manifest(
     let bytes = repo.read_target(&target).await?;
     let manifest = Manifest::from_slice(&bytes, ManifestLimits::default())?;
     if &manifest.name != name || &manifest.version != version {
-        return Err(TransferError::Trust(ferry_trust::TrustError::Tampered(format!(
-            "target {target} holds the manifest of {} {}",
-            manifest.name, manifest.version
-        ))));
+        return Err(TransferError::Trust(ferry_trust::TrustError::Tampered(
+            format!(
+                "target {target} holds the manifest of {} {}",
+                manifest.name, manifest.version
+            ),
+        )));
     }
     Ok((manifest, bytes))
 }

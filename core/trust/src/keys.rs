@@ -29,7 +29,9 @@ impl RoleKeys {
             ferry_store::durable::create_file(&path, doc.as_ref(), 0o600)
                 .map_err(|e| TrustError::io(&path, e))?;
         }
-        Ok(RoleKeys { dir: dir.to_owned() })
+        Ok(RoleKeys {
+            dir: dir.to_owned(),
+        })
     }
 
     /// Opens existing keys in `dir`. The root key may be absent (kept
@@ -44,17 +46,25 @@ impl RoleKeys {
                 )));
             }
         }
-        Ok(RoleKeys { dir: dir.to_owned() })
+        Ok(RoleKeys {
+            dir: dir.to_owned(),
+        })
     }
 
     /// The key source for one role.
     pub(crate) fn source(&self, role: &str) -> Result<Box<dyn KeySource>, TrustError> {
         let path = self.dir.join(format!("{role}.der"));
         let der = std::fs::read(&path).map_err(|e| {
-            TrustError::Keys(format!("cannot read the {role} key {}: {e}", path.display()))
+            TrustError::Keys(format!(
+                "cannot read the {role} key {}: {e}",
+                path.display()
+            ))
         })?;
         parse_keypair(&der).map_err(|e| {
-            TrustError::Keys(format!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))
+            TrustError::Keys(format!(
+                "{} is not an Ed25519 PKCS#8 key: {e}",
+                path.display()
+            ))
         })?;
         Ok(Box::new(DerKey(der)))
     }

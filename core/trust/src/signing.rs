@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tough::editor::RepositoryEditor;
 use tough::editor::signed::SignedRole;
-use tough::schema::{Hashes, KeyHolder, Root, RoleKeys as TufRoleKeys, RoleType, Signed, Target};
+use tough::schema::{Hashes, KeyHolder, RoleKeys as TufRoleKeys, RoleType, Root, Signed, Target};
 
 use crate::keys::ROLES;
 use crate::{RoleKeys, TrustError};
@@ -59,6 +59,17 @@ mod humantime_serde_lite {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
+}
+
+/// A file the targets metadata lists: its name, length and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetEntry {
+    /// TUF target name.
+    pub name: String,
+    /// Length in bytes.
+    pub length: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
 }
 
 /// Versions and expiry of the metadata currently served.
@@ -149,7 +160,7 @@ impl SigningRepository {
             metadata,
             lifetimes,
         };
-        repo.publish(Vec::new()).await?;
+        repo.publish(&[]).await?;
         Ok(repo)
     }
 
@@ -217,7 +228,9 @@ impl SigningRepository {
     /// Target names listed by the targets metadata served now.
     pub fn current_targets(&self) -> Result<Vec<String>, TrustError> {
         let state = self.state()?;
-        let path = self.metadata.join(format!("{}.targets.json", state.version));
+        let path = self
+            .metadata
+            .join(format!("{}.targets.json", state.version));
         let bytes = std::fs::read(&path).map_err(|e| TrustError::io(&path, e))?;
         let targets: Signed<tough::schema::Targets> =
             serde_json::from_slice(&bytes).map_err(other)?;
@@ -240,10 +253,10 @@ impl SigningRepository {
     }
 
     /// Signs a new version of targets, snapshot and timestamp listing exactly
-    /// `targets` (TUF target name, bytes). The new targets and snapshot files
+    /// `targets`. The new targets and snapshot files
     /// appear first; `timestamp.json` is replaced last, by an atomic rename,
     /// so a client never sees a timestamp pointing at files not yet written.
-    pub async fn publish(&self, targets: Vec<(String, Vec<u8>)>) -> Result<u64, TrustError> {
+    pub async fn publish(&self, targets: &[TargetEntry]) -> Result<u64, TrustError> {
         let (root_path, _) = self.latest_root()?;
         let next = match self.state() {
             Ok(s) => s.version + 1,
@@ -263,19 +276,18 @@ impl SigningRepository {
             .snapshot_expires(after(self.lifetimes.snapshot))
             .timestamp_version(version)
             .timestamp_expires(after(self.lifetimes.timestamp));
-        for (name, bytes) in targets {
-            let sha = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+        for entry in targets {
             let target = Target {
-                length: bytes.len() as u64,
+                length: entry.length,
                 hashes: Hashes {
-                    sha256: sha.as_ref().to_vec().into(),
+                    sha256: entry.sha256.to_vec().into(),
                     _extra: HashMap::new(),
                 },
                 custom: HashMap::new(),
                 _extra: HashMap::new(),
             };
             editor
-                .add_target(name.as_str(), target)
+                .add_target(entry.name.as_str(), target)
                 .map_err(TrustError::from_tough)?;
         }
         let keys = [

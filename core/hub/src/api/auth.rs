@@ -39,7 +39,10 @@ impl Caller {
 impl FromRequestParts<Arc<HubState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<HubState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<HubState>,
+    ) -> Result<Self, ApiError> {
         let fingerprint = parts
             .extensions
             .get::<Peer>()
@@ -59,7 +62,10 @@ impl FromRequestParts<Arc<HubState>> for Caller {
         if client.revoked_at.is_some() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                format!("client {} has been revoked; ask the hub's admin for a new token", client.id),
+                format!(
+                    "client {} has been revoked; ask the hub's admin for a new token",
+                    client.id
+                ),
             ));
         }
         Ok(Caller(client))

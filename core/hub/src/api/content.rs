@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ferry_catalog::Role;
 use ferry_content::Digest;
-use ferry_net::api::{MissingChunksRequest, MissingChunksResponse};
+use ferry_net::api::{MAX_MISSING_QUERY, MissingChunksResponse, PackResponse};
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
 
@@ -15,42 +15,65 @@ use super::{ApiError, Caller};
 use crate::HubState;
 
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {
-    text.parse().map_err(|e: ferry_content::DigestParseError| ApiError::bad_request(e.to_string()))
+    text.parse()
+        .map_err(|e: ferry_content::DigestParseError| ApiError::bad_request(e.to_string()))
 }
 
-/// `POST /v1/chunks/missing`: which of these chunks the hub lacks, counting
-/// both published and staged chunks.
+/// `POST /v1/chunks/missing`: which of the queried chunks the hub has
+/// neither published nor staged.
 pub(super) async fn missing_chunks(
     State(state): State<Arc<HubState>>,
     caller: Caller,
-    Json(req): Json<MissingChunksRequest>,
+    body: Bytes,
 ) -> Result<Json<MissingChunksResponse>, ApiError> {
     caller.require(&[Role::Publisher], "uploading content")?;
-    let unindexed = state.catalog.missing_chunks(&req.chunks)?;
-    let missing = unindexed
-        .into_iter()
-        .filter(|d| !state.store.has_staged(d))
+    if body.len() % 32 != 0 {
+        return Err(ApiError::bad_request(format!(
+            "a missing-chunks query is a sequence of 32-byte digests; {} bytes is not a multiple of 32",
+            body.len()
+        )));
+    }
+    let digests: Vec<Digest> = body
+        .chunks_exact(32)
+        .map(|d| Digest(d.try_into().expect("32 bytes")))
         .collect();
+    if digests.len() > MAX_MISSING_QUERY {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_MISSING_QUERY} digests per query"
+        )));
+    }
+    let catalog = state.catalog.clone();
+    let missing = tokio::task::spawn_blocking(move || catalog.missing_chunks(&digests))
+        .await
+        .map_err(|e| ApiError::internal(format!("chunk query task failed: {e}")))??;
     Ok(Json(MissingChunksResponse { missing }))
 }
 
-/// `PUT /v1/chunks/{digest}`: stages one chunk after checking its hash.
-pub(super) async fn upload_chunk(
+/// `POST /v1/chunks`: verifies every chunk of a pack and stages it for a
+/// later publish. A pack with one bad record is refused whole.
+pub(super) async fn upload_pack(
     State(state): State<Arc<HubState>>,
     caller: Caller,
-    Path(digest): Path<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<PackResponse>, ApiError> {
     caller.require(&[Role::Publisher], "uploading content")?;
-    let digest = parse_digest(&digest)?;
     if body.is_empty() {
-        return Err(ApiError::bad_request("empty chunk body"));
+        return Err(ApiError::bad_request("empty chunk pack"));
     }
+    let _staging = state.staging_lock.read().await;
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.stage_chunk(&digest, &body))
-        .await
-        .map_err(|e| ApiError::internal(format!("chunk write task failed: {e}")))??;
-    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    let staged = tokio::task::spawn_blocking(move || {
+        store.stage_pack(&body, ferry_content::ChunkParams::MAX_CHUNK)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("chunk write task failed: {e}")))??;
+    state
+        .catalog
+        .stage_chunks(&staged.id, &staged.chunks, chrono::Utc::now().timestamp())?;
+    Ok(Json(PackResponse {
+        chunks: staged.chunks.len(),
+        bytes: staged.chunks.iter().map(|c| c.2 as u64).sum(),
+    }))
 }
 
 /// `GET /v1/chunks/{digest}`: one published chunk.
@@ -60,21 +83,24 @@ pub(super) async fn get_chunk(
     Path(digest): Path<String>,
 ) -> Result<Response, ApiError> {
     let digest = parse_digest(&digest)?;
-    let at = state
-        .catalog
-        .chunk_location(&digest)?
-        .ok_or_else(|| ApiError::not_found(format!("chunk {digest} is not published on this hub")))?;
+    let at = state.catalog.chunk_location(&digest)?.ok_or_else(|| {
+        ApiError::not_found(format!("chunk {digest} is not published on this hub"))
+    })?;
     let store = state.store.clone();
-    let bytes = tokio::task::spawn_blocking(move || store.read_range(&at.object, at.offset, at.len as u64))
-        .await
-        .map_err(|e| ApiError::internal(format!("chunk read task failed: {e}")))??;
+    let bytes =
+        tokio::task::spawn_blocking(move || store.read_range(&at.object, at.offset, at.len as u64))
+            .await
+            .map_err(|e| ApiError::internal(format!("chunk read task failed: {e}")))??;
     Ok(immutable(Body::from(bytes)))
 }
 
 fn immutable(body: Body) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     // Content-addressed: the bytes behind this URL never change.
     headers.insert(
         header::CACHE_CONTROL,
@@ -100,7 +126,9 @@ pub(super) async fn get_object(
 ) -> Result<Response, ApiError> {
     let id = parse_digest(&id)?;
     if !state.catalog.object_known(&id)? {
-        return Err(ApiError::not_found(format!("object {id} is not published on this hub")));
+        return Err(ApiError::not_found(format!(
+            "object {id} is not published on this hub"
+        )));
     }
     let path = state.store.object_path(&id)?;
     let mut response = serve_file(path, req).await?;
@@ -132,7 +160,9 @@ pub(super) async fn get_metadata(
     req: Request,
 ) -> Result<Response, ApiError> {
     if !metadata_name_ok(&file) {
-        return Err(ApiError::not_found(format!("{file:?} is not a TUF metadata file")));
+        return Err(ApiError::not_found(format!(
+            "{file:?} is not a TUF metadata file"
+        )));
     }
     let path = state.tuf.metadata_dir().join(&file);
     if !path.exists() {
@@ -160,7 +190,9 @@ pub(super) async fn get_target(
         .manifest_by_target(target)?
         .ok_or_else(|| ApiError::not_found(format!("{target} is not published")))?;
     if Digest::of(&manifest).to_hex() != hash {
-        return Err(ApiError::not_found(format!("{target} has no version with hash {hash}")));
+        return Err(ApiError::not_found(format!(
+            "{target} has no version with hash {hash}"
+        )));
     }
     Ok(immutable(Body::from(manifest)))
 }

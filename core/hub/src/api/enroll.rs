@@ -43,7 +43,9 @@ pub(super) async fn enroll(
     // certificate; redemption below is the atomic, authoritative check.
     let now = chrono::Utc::now().timestamp();
     let secret_sha256 = ferry_content::Digest::of(&secret).0;
-    let token = state.catalog.peek_token(&req.token_id, &secret_sha256, now)?;
+    let token = state
+        .catalog
+        .peek_token(&req.token_id, &secret_sha256, now)?;
     let cert_pem = state
         .ca
         .sign_client_csr(

@@ -12,15 +12,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use ferry_net::api::ErrorBody;
+use axum::routing::{delete, get, post};
+use ferry_net::api::{ErrorBody, MAX_MISSING_QUERY, MAX_PACK_BODY};
 
 pub use auth::Caller;
 
 use crate::{HubError, HubState};
 
-/// Largest chunk upload accepted (FastCDC's maximum chunk size).
-const MAX_CHUNK_BODY: usize = 16 << 20;
 /// Largest manifest upload accepted.
 const MAX_MANIFEST_BODY: usize = ferry_content::MAX_MANIFEST_BYTES as usize;
 
@@ -30,13 +28,15 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/ca", get(enroll::ca))
         .route("/v1/enroll", post(enroll::enroll))
         .route("/v1/whoami", get(auth::whoami))
-        .route("/v1/chunks/missing", post(content::missing_chunks))
         .route(
-            "/v1/chunks/{digest}",
-            put(content::upload_chunk)
-                .layer(DefaultBodyLimit::max(MAX_CHUNK_BODY))
-                .get(content::get_chunk),
+            "/v1/chunks/missing",
+            post(content::missing_chunks).layer(DefaultBodyLimit::max(MAX_MISSING_QUERY * 32)),
         )
+        .route(
+            "/v1/chunks",
+            post(content::upload_pack).layer(DefaultBodyLimit::max(MAX_PACK_BODY)),
+        )
+        .route("/v1/chunks/{digest}", get(content::get_chunk))
         .route(
             "/v1/publish",
             post(packages::publish).layer(DefaultBodyLimit::max(MAX_MANIFEST_BODY)),
@@ -47,7 +47,10 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/tuf/{file}", get(content::get_metadata))
         .route("/v1/tuf/targets/{file}", get(content::get_target))
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "no such API route; see `ferry --help`")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such API route; see `ferry --help`",
+            )
         })
         .with_state(state)
 }
@@ -89,7 +92,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -110,7 +119,7 @@ impl From<ferry_store::StoreError> for ApiError {
     fn from(e: ferry_store::StoreError) -> Self {
         use ferry_store::StoreError as S;
         match e {
-            S::DigestMismatch { .. } => ApiError::bad_request(e.to_string()),
+            S::DigestMismatch { .. } | S::BadPack(_) => ApiError::bad_request(e.to_string()),
             S::Missing(_) => ApiError::not_found(e.to_string()),
             S::OutOfRange { .. } => ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string()),
             other => ApiError::internal(other.to_string()),

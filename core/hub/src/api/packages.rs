@@ -48,7 +48,8 @@ pub(super) async fn publish(
                     "delta base {base} is not published on this hub; send the full manifest"
                 ))
             })?;
-            decode_manifest_delta(&base_bytes, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
+            decode_manifest_delta(&base_bytes, &body)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
         }
     };
     let response = crate::publish::publish(&state, manifest, &caller.0.id).await?;
@@ -116,9 +117,11 @@ pub(super) async fn unpublish(
     let name = PackageName::new(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let version = semver::Version::parse(&version)
         .map_err(|e| ApiError::bad_request(format!("invalid version {version:?}: {e}")))?;
-    let _guard = state.publish_lock.lock().await;
+    let _guard = state.metadata_lock.lock().await;
     if !state.catalog.delete_version(&name, &version)? {
-        return Err(ApiError::not_found(format!("{name} {version} is not published")));
+        return Err(ApiError::not_found(format!(
+            "{name} {version} is not published"
+        )));
     }
     state.resign().await?;
     tracing::info!(%name, %version, by = %caller.0.id, "withdrawn");
