@@ -1,1 +1,14 @@
-//! e2e support
+//! Support for Ferry's end-to-end tests: run the built `ferry` binary as real
+//! processes (a hub, enrolled clients), put a tampering mirror between a
+//! client and the hub, and make and compare directory trees.
+//!
+//! Everything a test starts is stopped, and everything it writes lives in a
+//! temporary directory that is removed, when the test's values drop, also
+//! when the test fails.
+
+pub mod mirror;
+pub mod process;
+pub mod tree;
+
+pub use mirror::{Mirror, Tamper};
+pub use process::{Client, Hub, Run, ferry};

@@ -312,8 +312,11 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let progress = bar(args.json);
     progress.set_length(manifest.total_size());
     progress.set_message(format!("{name} {version}"));
-    let report =
-        ferry_transfer::download_package(&source, &manifest, &args.out, |n| progress.inc(n)).await;
+    let partial = creds.cache_dir().join("partial");
+    let report = ferry_transfer::download_package(&source, &manifest, &args.out, &partial, |n| {
+        progress.inc(n)
+    })
+    .await;
     progress.finish_and_clear();
     let report = report?;
     if args.json {
@@ -321,7 +324,8 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             "name": name.as_str(),
             "version": version.to_string(),
             "files": report.files,
-            "bytes": report.bytes,
+            "bytes_downloaded": report.bytes_downloaded,
+            "bytes_resumed": report.bytes_resumed,
             "out": args.out,
             "metadata_version": repo.version(),
         }));
@@ -329,9 +333,16 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     println!(
         "fetched {name} {version}: {} file(s), {} verified, into {}",
         report.files,
-        output::bytes(report.bytes),
+        output::bytes(report.bytes_downloaded + report.bytes_resumed),
         args.out.display()
     );
+    if report.bytes_resumed > 0 {
+        println!(
+            "  {} resumed from an interrupted download, {} received now",
+            HumanBytes(report.bytes_resumed),
+            HumanBytes(report.bytes_downloaded)
+        );
+    }
     Ok(())
 }
 

@@ -20,9 +20,9 @@ pub struct HubClient {
 /// A streaming response.
 pub type Response = reqwest::Response;
 
-/// Describes a reqwest error with its causes, which reqwest's own message
-/// leaves out (the TLS or connection reason is what an operator needs).
-pub(crate) fn describe(e: &reqwest::Error) -> String {
+/// Describes an error with its causes, which reqwest's own message leaves
+/// out (the TLS or connection reason is what an operator needs).
+pub fn describe_error(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cur = std::error::Error::source(e);
     while let Some(s) = cur {
@@ -43,7 +43,7 @@ impl HubClient {
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| NetError::Tls(describe(&e)))?;
+            .map_err(|e| NetError::Tls(describe_error(&e)))?;
         Ok(HubClient {
             http,
             base: with_slash(base),
@@ -86,7 +86,7 @@ impl HubClient {
     ) -> Result<reqwest::Response, NetError> {
         let response = result.map_err(|e| NetError::Request {
             url: url.to_string(),
-            detail: describe(&e),
+            detail: describe_error(&e),
         })?;
         let status = response.status();
         if status.is_success() {
@@ -149,13 +149,6 @@ impl HubClient {
         })
     }
 
-    /// PUT raw bytes.
-    pub async fn put_bytes(&self, path: &str, body: Vec<u8>) -> Result<(), NetError> {
-        let url = self.url(path)?;
-        Self::check(&url, self.http.put(url.clone()).body(body).send().await).await?;
-        Ok(())
-    }
-
     /// DELETE a resource.
     pub async fn delete(&self, url: &Url) -> Result<(), NetError> {
         Self::check(url, self.http.delete(url.clone()).send().await).await?;
@@ -203,7 +196,7 @@ pub(crate) async fn read_limited(
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| NetError::Request {
             url: url.to_string(),
-            detail: describe(&e),
+            detail: describe_error(&e),
         })?;
         if out.len() as u64 + piece.len() as u64 > limit {
             return Err(NetError::TooLarge {

@@ -186,7 +186,7 @@ pub async fn fetch_ca_pinned(server: &url::Url, pin: [u8; 32]) -> Result<String,
             }
             return Err(NetError::Request {
                 url: url.to_string(),
-                detail: crate::client::describe(&e),
+                detail: crate::client::describe_error(&e),
             });
         }
     };

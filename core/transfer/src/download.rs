@@ -1,5 +1,5 @@
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ferry_content::{Digest, FileEntry, Manifest};
@@ -9,23 +9,31 @@ use futures_util::StreamExt;
 use crate::TransferError;
 
 /// What a download did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DownloadReport {
     /// Entries written.
     pub files: u64,
-    /// Verified bytes received.
-    pub bytes: u64,
+    /// Verified bytes received over the network.
+    pub bytes_downloaded: u64,
+    /// Verified bytes taken from an earlier, interrupted download.
+    pub bytes_resumed: u64,
 }
 
 /// Downloads every file of `manifest` from `client`'s base URL (hub or
 /// mirror) into the new directory `out`, verifying each chunk against the
-/// manifest as it arrives. The package is assembled in a temporary sibling
-/// directory and renamed to `out` only when complete, so a failure leaves
-/// nothing behind. `progress` is called with each verified chunk's length.
+/// manifest as it arrives.
+///
+/// Each file is received into `partial_dir` under its content id and holds
+/// only verified chunks; if a download is interrupted, the next one checks
+/// what is there again and asks only for the rest (HTTP `Range`). The
+/// package is assembled in a temporary sibling of `out` and renamed to `out`
+/// only when complete, so a failure never leaves a half-written `out`.
+/// `progress` is called with each verified chunk's length.
 pub async fn download_package(
     client: &HubClient,
     manifest: &Manifest,
     out: &Path,
+    partial_dir: &Path,
     mut progress: impl FnMut(u64),
 ) -> Result<DownloadReport, TransferError> {
     if out.exists() {
@@ -39,6 +47,7 @@ pub async fn download_package(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| TransferError::io(&parent, e))?;
+    std::fs::create_dir_all(partial_dir).map_err(|e| TransferError::io(partial_dir, e))?;
     let staging = parent.join(format!(".ferry-fetch-{:016x}", rand::random::<u64>()));
     std::fs::create_dir(&staging).map_err(|e| TransferError::io(&staging, e))?;
     let result = async {
@@ -54,9 +63,13 @@ pub async fn download_package(
                         .map_err(|e| TransferError::io(&dest, e))?;
                 }
                 None => {
-                    report.bytes += fetch_file(client, entry, &dest, &mut progress).await?;
-                    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(entry.mode))
-                        .map_err(|e| TransferError::io(&dest, e))?;
+                    let part = partial_dir.join(format!("{}.part", entry.content_id()));
+                    let got = fetch_file(client, entry, &part, &mut progress).await?;
+                    report.bytes_downloaded += got.downloaded;
+                    report.bytes_resumed += got.resumed;
+                    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(entry.mode))
+                        .map_err(|e| TransferError::io(&part, e))?;
+                    std::fs::rename(&part, &dest).map_err(|e| TransferError::io(&dest, e))?;
                 }
             }
             report.files += 1;
@@ -71,15 +84,28 @@ pub async fn download_package(
     result
 }
 
+/// Bytes of one file by where they came from.
+struct FileBytes {
+    downloaded: u64,
+    resumed: u64,
+}
+
+/// Completes `part` so it holds exactly `entry`'s bytes, every chunk checked.
 async fn fetch_file(
     client: &HubClient,
     entry: &FileEntry,
-    dest: &Path,
+    part: &Path,
     progress: &mut impl FnMut(u64),
-) -> Result<u64, TransferError> {
-    let mut file = std::fs::File::create(dest).map_err(|e| TransferError::io(dest, e))?;
-    if entry.chunks.is_empty() {
-        return Ok(0);
+) -> Result<FileBytes, TransferError> {
+    let (mut file, first, resumed) = resume_point(entry, part)?;
+    progress(resumed);
+    let mut got = FileBytes {
+        downloaded: 0,
+        resumed,
+    };
+    if first == entry.chunks.len() {
+        file.sync_all().map_err(|e| TransferError::io(part, e))?;
+        return Ok(got);
     }
     let url = client.url(&format!("v1/objects/{}", entry.content_id()))?;
     let source_url = url.to_string();
@@ -88,20 +114,30 @@ async fn fetch_file(
         source_url: source_url.clone(),
         detail,
     };
-    let response = client.get(&url, None).await?;
+    let range = (resumed > 0).then_some((resumed, None));
+    let response = client.get(&url, range).await?;
+    // A source may ignore the range and send the whole file: skip what we
+    // already hold rather than trusting it blindly.
+    let mut skip = if response.status().as_u16() == 206 {
+        0
+    } else {
+        resumed
+    };
     let mut stream = response.bytes_stream();
-    let mut chunks = entry.chunks.iter().enumerate();
+    let mut chunks = entry.chunks.iter().enumerate().skip(first);
     let mut current = chunks.next();
     let mut buffer: Vec<u8> = Vec::new();
-    let mut written = 0u64;
     while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| {
-            TransferError::Net(ferry_net::NetError::Request {
-                url: source_url.clone(),
-                detail: e.to_string(),
-            })
+        let piece = piece.map_err(|e| TransferError::Interrupted {
+            path: entry.path.to_string(),
+            source_url: source_url.clone(),
+            kept: got.resumed + got.downloaded,
+            detail: ferry_net::describe_error(&e),
         })?;
         let mut piece = &piece[..];
+        let skipped = skip.min(piece.len() as u64);
+        piece = &piece[skipped as usize..];
+        skip -= skipped;
         while !piece.is_empty() {
             let Some((index, chunk)) = current else {
                 return Err(wrong_length(format!(
@@ -123,8 +159,8 @@ async fn fetch_file(
                     });
                 }
                 file.write_all(&buffer)
-                    .map_err(|e| TransferError::io(dest, e))?;
-                written += buffer.len() as u64;
+                    .map_err(|e| TransferError::io(part, e))?;
+                got.downloaded += buffer.len() as u64;
                 progress(buffer.len() as u64);
                 buffer.clear();
                 current = chunks.next();
@@ -133,10 +169,43 @@ async fn fetch_file(
     }
     if current.is_some() {
         return Err(wrong_length(format!(
-            "the source ended after {written} of {} bytes",
+            "the source ended after {} of {} bytes",
+            got.resumed + got.downloaded,
             entry.size
         )));
     }
-    file.sync_all().map_err(|e| TransferError::io(dest, e))?;
-    Ok(written)
+    file.sync_all().map_err(|e| TransferError::io(part, e))?;
+    Ok(got)
+}
+
+/// Opens `part` for appending after its longest prefix of whole chunks that
+/// still match `entry`; anything after that prefix is cut off. Returns the
+/// file, the index of the first chunk still needed and the bytes kept.
+fn resume_point(
+    entry: &FileEntry,
+    part: &Path,
+) -> Result<(std::fs::File, usize, u64), TransferError> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(part)
+        .map_err(|e| TransferError::io(part, e))?;
+    let mut kept = 0u64;
+    let mut first = 0usize;
+    let mut buf = Vec::new();
+    for chunk in &entry.chunks {
+        buf.resize(chunk.len as usize, 0);
+        if file.read_exact(&mut buf).is_err() || Digest::of(&buf) != chunk.digest {
+            break;
+        }
+        kept += chunk.len as u64;
+        first += 1;
+    }
+    file.set_len(kept).map_err(|e| TransferError::io(part, e))?;
+    file.seek(std::io::SeekFrom::Start(kept))
+        .map_err(|e| TransferError::io(part, e))?;
+    Ok((file, first, kept))
 }

@@ -36,6 +36,20 @@ pub enum TransferError {
         /// What was wrong.
         detail: String,
     },
+    /// The connection broke off part-way; what arrived verified is kept.
+    #[error(
+        "downloading {path} from {source_url} was interrupted after {kept} verified bytes ({detail}); run the same command again to resume"
+    )]
+    Interrupted {
+        /// File inside the package.
+        path: String,
+        /// Where the bytes came from.
+        source_url: String,
+        /// Verified bytes of the file kept for the next attempt.
+        kept: u64,
+        /// What went wrong.
+        detail: String,
+    },
     /// No published version matches the request.
     #[error("{0}")]
     NoSuchVersion(String),

@@ -27,7 +27,7 @@ pub(super) async fn missing_chunks(
     body: Bytes,
 ) -> Result<Json<MissingChunksResponse>, ApiError> {
     caller.require(&[Role::Publisher], "uploading content")?;
-    if body.len() % 32 != 0 {
+    if !body.len().is_multiple_of(32) {
         return Err(ApiError::bad_request(format!(
             "a missing-chunks query is a sequence of 32-byte digests; {} bytes is not a multiple of 32",
             body.len()

@@ -1,0 +1,159 @@
+//! Bad input gets a clear error and changes nothing on the hub.
+
+use ferry_content::{Digest, pack_push};
+use ferry_e2e::process::block_on;
+use ferry_e2e::tree::write_app;
+use ferry_e2e::{Client, Hub};
+use ferry_net::api::PackResponse;
+
+/// Files in the hub's staging area: uploads waiting for a publish.
+fn staged_files(hub: &Hub) -> usize {
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    count(&hub.data.join("store/staging"))
+}
+
+fn listed(publisher: &Client) -> usize {
+    publisher
+        .run(&["packages", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn the_cli_refuses_bad_packages_and_arguments() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("app");
+    write_app(&app, 4);
+
+    publisher
+        .publish(&app, "app", "1.0")
+        .failure("not a semver version");
+    publisher
+        .publish(&app, "Bad/Name", "1.0.0")
+        .failure("invalid package name");
+    publisher
+        .run(&[
+            "publish".as_ref(),
+            app.as_os_str(),
+            "--name".as_ref(),
+            "app".as_ref(),
+            "--version".as_ref(),
+            "1.0.0".as_ref(),
+            "--install".as_ref(),
+            "copy@not-a-req".as_ref(),
+        ])
+        .failure("not a semver requirement");
+
+    std::os::unix::fs::symlink("../../etc/passwd", app.join("escape")).unwrap();
+    publisher
+        .publish(&app, "app", "1.0.0")
+        .failure("leaves the package");
+    std::fs::remove_file(app.join("escape")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", app.join("absolute")).unwrap();
+    publisher
+        .publish(&app, "app", "1.0.0")
+        .failure("leaves the package");
+    std::fs::remove_file(app.join("absolute")).unwrap();
+
+    publisher
+        .publish(&hub.root.path().join("missing-dir"), "app", "1.0.0")
+        .failure("missing-dir");
+    assert_eq!(listed(&publisher), 0);
+    assert_eq!(staged_files(&hub), 0);
+
+    publisher.publish(&app, "app", "1.0.0").success();
+    publisher
+        .run(&["packages", "app@>>1"])
+        .failure("not a semver requirement");
+}
+
+#[test]
+fn the_api_refuses_bad_uploads_and_manifests() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let http = publisher.http();
+
+    // A truncated pack and a pack with a chunk that does not match its
+    // digest are refused whole: nothing is staged.
+    let good = b"some chunk bytes".to_vec();
+    let mut pack = Vec::new();
+    pack_push(&mut pack, &Digest::of(&good), &good);
+    pack_push(&mut pack, &Digest::of(b"other"), b"other");
+    let truncated = pack[..pack.len() - 2].to_vec();
+    let err = block_on(http.post_bytes::<PackResponse>(
+        "v1/chunks",
+        "application/x-ferry-pack",
+        truncated,
+    ))
+    .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+
+    let mut lying = Vec::new();
+    pack_push(&mut lying, &Digest::of(&good), &good);
+    pack_push(&mut lying, &Digest::of(b"claimed"), b"actual");
+    let err =
+        block_on(http.post_bytes::<PackResponse>("v1/chunks", "application/x-ferry-pack", lying))
+            .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(
+        err.to_string().contains("does not match its digest"),
+        "{err}"
+    );
+    assert_eq!(staged_files(&hub), 0, "a refused upload left files");
+
+    // A manifest whose chunks were never uploaded is not published.
+    let manifest = |path: &str| {
+        format!(
+            r#"{{"format":1,"name":"evil","version":"1.0.0","chunking":{{"min":512,"avg":2048,"max":16384}},"files":[{{"path":"{path}","mode":420,"size":16,"chunks":"{}"}}]}}"#,
+            chunk_list(&good)
+        )
+    };
+    let err = block_on(http.post_bytes::<serde_json::Value>(
+        "v1/publish",
+        "application/json",
+        manifest("bin/tool").into_bytes(),
+    ))
+    .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(err.to_string().contains("not on the hub"), "{err}");
+
+    // Path traversal and absolute paths are refused before anything else.
+    for path in ["../../etc/cron.d/evil", "/etc/passwd", "a/./b", "a\\\\b"] {
+        let err = block_on(http.post_bytes::<serde_json::Value>(
+            "v1/publish",
+            "application/json",
+            manifest(path).into_bytes(),
+        ))
+        .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{path}: {err}");
+        assert!(err.to_string().contains("invalid path"), "{path}: {err}");
+    }
+    assert_eq!(listed(&publisher), 0);
+}
+
+/// The manifest encoding of a one-chunk file.
+fn chunk_list(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let mut raw = Digest::of(bytes).0.to_vec();
+    raw.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
