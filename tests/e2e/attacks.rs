@@ -96,9 +96,13 @@ fn a_flipped_bit_in_served_content_is_caught() {
 #[test]
 fn a_manifest_swapped_for_another_packages_is_caught() {
     let s = Scene::new(&[]);
-    let other = s.mirror.recorded_ending(".other@1.0.0.json");
+    // A careful attacker serves the other manifest at exactly the signed
+    // length of the one asked for, so only the hash can tell.
+    let wanted = s.mirror.recorded_ending(".app@1.0.0.json").len();
+    let mut other = s.mirror.recorded_ending(".other@1.0.0.json").to_vec();
+    other.resize(wanted, b' ');
     s.mirror
-        .set(Tamper::Replace("app@1.0.0.json".into(), other));
+        .set(Tamper::Replace("app@1.0.0.json".into(), other.into()));
     s.refused("app", "does not match its signed hash");
 }
 
@@ -163,6 +167,11 @@ fn responses_longer_than_their_signed_length_are_caught() {
     s.refused("app", "exceeds its signed length");
     s.mirror.set(Tamper::Pad("/v1/objects/".into(), 10 << 20));
     s.refused("app", "more than the signed");
+    // A small compressed body that would decode to 1 GiB is cut off at the
+    // signed length like any endless response.
+    s.mirror
+        .set(Tamper::ZstdBomb("app@1.0.0.json".into(), 1 << 30));
+    s.refused("app", "exceeds its signed length");
 }
 
 /// The targets metadata version the hub serves now.

@@ -123,7 +123,7 @@ fn the_api_refuses_bad_uploads_and_manifests() {
     // A manifest whose chunks were never uploaded is not published.
     let manifest = |path: &str| {
         format!(
-            r#"{{"format":1,"name":"evil","version":"1.0.0","chunking":{{"min":512,"avg":2048,"max":16384}},"files":[{{"path":"{path}","mode":420,"size":16,"chunks":"{}"}}]}}"#,
+            r#"{{"format":1,"name":"evil","version":"1.0.0","chunking":{{"min":256,"avg":1024,"max":8192,"normalization":1}},"files":[{{"path":"{path}","mode":420,"size":16,"chunks":"{}"}}]}}"#,
             chunk_list(&good)
         )
     };

@@ -36,6 +36,9 @@ pub enum Tamper {
     /// For paths containing the text, send this many bytes of the body and
     /// then break the connection.
     CutAfter(String, usize),
+    /// For paths containing the text, answer with a small zstd body
+    /// (`Content-Encoding: zstd`) that decodes to this many zero bytes.
+    ZstdBomb(String, usize),
 }
 
 struct MirrorState {
@@ -178,6 +181,13 @@ async fn forward(State(state): State<Arc<MirrorState>>, req: Request) -> Respons
         state.served.fetch_add(body.len() as u64, Ordering::Relaxed);
         return (StatusCode::OK, body.clone()).into_response();
     }
+    if let Tamper::ZstdBomb(needle, size) = &tamper
+        && path.contains(needle.as_str())
+    {
+        let bomb = zstd_of_zeros(*size);
+        state.served.fetch_add(bomb.len() as u64, Ordering::Relaxed);
+        return (StatusCode::OK, [(header::CONTENT_ENCODING, "zstd")], bomb).into_response();
+    }
     let url = match state.upstream.url(&path_and_query) {
         Ok(u) => u,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
@@ -235,4 +245,18 @@ async fn forward(State(state): State<Arc<MirrorState>>, req: Request) -> Respons
     };
     state.served.fetch_add(body.len() as u64, Ordering::Relaxed);
     (status, body).into_response()
+}
+
+/// A zstd frame that decodes to `size` zero bytes.
+fn zstd_of_zeros(size: usize) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+    let block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len());
+        encoder.write_all(&block[..n]).expect("in memory");
+        left -= n;
+    }
+    encoder.finish().expect("in memory")
 }

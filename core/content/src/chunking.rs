@@ -1,7 +1,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use fastcdc::v2020::FastCDC;
+use fastcdc::v2020::{FastCDC, Normalization};
 use serde::{Deserialize, Serialize};
 
 use crate::{ContentError, Digest};
@@ -21,14 +21,19 @@ pub struct ChunkParams {
     pub avg: u32,
     /// No chunk is longer than this.
     pub max: u32,
+    /// FastCDC normalization level, 0-3: how tightly chunk lengths gather
+    /// around `avg`. Tighter means a small edit re-sends less of the chunks
+    /// around it.
+    pub normalization: u8,
 }
 
 impl Default for ChunkParams {
     fn default() -> Self {
         ChunkParams {
-            min: 512,
-            avg: 2048,
-            max: 16384,
+            min: 256,
+            avg: 1024,
+            max: 8192,
+            normalization: 1,
         }
     }
 }
@@ -45,12 +50,13 @@ impl ChunkParams {
             && self.avg <= AVERAGE_MAX
             && self.max <= MAXIMUM_MAX
             && self.min <= self.avg
-            && self.avg <= self.max;
+            && self.avg <= self.max
+            && self.normalization <= 3;
         if ok {
             Ok(())
         } else {
             Err(ContentError::InvalidManifest(format!(
-                "chunk parameters {self:?} are out of range (need 64 <= min <= avg <= max <= 16 MiB, avg >= 256)"
+                "chunk parameters {self:?} are out of range (need 64 <= min <= avg <= max <= 16 MiB, avg >= 256, normalization 0-3)"
             )))
         }
     }
@@ -80,7 +86,13 @@ pub fn chunk_bytes(data: &[u8], params: ChunkParams) -> Vec<ChunkRef> {
     if data.is_empty() {
         return Vec::new();
     }
-    let cuts = FastCDC::new(data, params.min, params.avg, params.max);
+    let level = match params.normalization {
+        0 => Normalization::Level0,
+        1 => Normalization::Level1,
+        2 => Normalization::Level2,
+        _ => Normalization::Level3,
+    };
+    let cuts = FastCDC::with_level(data, params.min, params.avg, params.max, level);
     let done: std::sync::Mutex<Vec<(usize, Vec<ChunkRef>)>> = Default::default();
     rayon::in_place_scope(|scope| {
         let done = &done;

@@ -4,23 +4,33 @@
 //! resend for a 1% change. A new version's manifest shares almost all of its
 //! chunk records with the previous version's, so zstd with the old manifest
 //! as a reference prefix (the library form of `zstd --patch-from`) shrinks it
-//! to roughly the size of the changed records.
+//! to roughly the size of the changed records. With an empty base the same
+//! code is plain zstd compression, which takes a manifest's base64 chunk
+//! lists back to about their binary size.
 
 use std::io::{Read, Write};
 
 use crate::{ContentError, MAX_MANIFEST_BYTES};
 
-const LEVEL: i32 = 19;
+/// A delta is small and worth squeezing; a manifest without a base is
+/// mostly random digests that only the base64 layer makes compressible.
+const DELTA_LEVEL: i32 = 19;
+const PLAIN_LEVEL: i32 = 3;
 
 fn window_log(total: usize) -> u32 {
     let bits = usize::BITS - total.max(1 << 10).leading_zeros();
     bits.clamp(10, 30)
 }
 
-/// Compresses `new` against `base`.
+/// Compresses `new` against `base` (which may be empty).
 pub fn encode_manifest_delta(base: &[u8], new: &[u8]) -> Vec<u8> {
+    let level = if base.is_empty() {
+        PLAIN_LEVEL
+    } else {
+        DELTA_LEVEL
+    };
     let mut out = Vec::new();
-    let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(&mut out, LEVEL, base)
+    let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(&mut out, level, base)
         .expect("zstd encoder with a reference prefix");
     let wlog = window_log(base.len() + new.len());
     encoder.window_log(wlog).expect("valid window log");

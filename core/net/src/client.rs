@@ -172,6 +172,17 @@ impl HubClient {
         Self::check(url, request.send().await).await
     }
 
+    /// GET a resource, telling the server a zstd-compressed body is welcome
+    /// (`Accept-Encoding: zstd`); the caller decodes it when the response's
+    /// `Content-Encoding` says so.
+    pub async fn get_accepting_zstd(&self, url: &Url) -> Result<Response, NetError> {
+        let request = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT_ENCODING, "zstd");
+        Self::check(url, request.send().await).await
+    }
+
     /// GET a resource into memory, refusing more than `limit` bytes.
     pub async fn get_bytes(&self, url: &Url, limit: u64) -> Result<Bytes, NetError> {
         let response = self.get(url, None).await?;
@@ -180,7 +191,7 @@ impl HubClient {
 }
 
 /// Reads a body, stopping as soon as it passes `limit`.
-pub(crate) async fn read_limited(
+pub async fn read_limited(
     url: &Url,
     response: reqwest::Response,
     limit: u64,

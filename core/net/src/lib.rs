@@ -13,7 +13,7 @@ mod server;
 mod tls;
 mod token;
 
-pub use client::{HubClient, Response, describe_error};
+pub use client::{HubClient, Response, describe_error, read_limited};
 pub use credentials::{ClientCredentials, ClientInfo};
 pub use enroll::enroll;
 pub use error::NetError;

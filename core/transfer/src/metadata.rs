@@ -22,11 +22,21 @@ impl TufTransport {
     }
 }
 
+/// Largest compressed body accepted before decoding it.
+const MAX_COMPRESSED: u64 = ferry_content::MAX_MANIFEST_BYTES;
+
 #[tough::async_trait]
 impl Transport for TufTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
-        match self.client.get(&url, None).await {
+        match self.client.get_accepting_zstd(&url).await {
             Ok(response) => {
+                let zstd = response
+                    .headers()
+                    .get("content-encoding")
+                    .is_some_and(|v| v.as_bytes() == b"zstd");
+                if zstd {
+                    return decoding_stream(url, response).await;
+                }
                 let u = url.clone();
                 let stream = response.bytes_stream().map(move |piece| {
                     piece.map_err(|e| {
@@ -45,6 +55,50 @@ impl Transport for TufTransport {
             )),
         }
     }
+}
+
+/// Decodes a zstd body lazily, 64 KiB at a time, so tough's check of the
+/// signed length stops a decompression bomb as early as it stops a plain
+/// endless response.
+async fn decoding_stream(
+    url: Url,
+    response: ferry_net::Response,
+) -> Result<TransportStream, TransportError> {
+    let other = |e: &dyn std::fmt::Display| {
+        TransportError::new_with_cause(
+            TransportErrorKind::Other,
+            &url,
+            std::io::Error::other(e.to_string()),
+        )
+    };
+    let compressed = ferry_net::read_limited(&url, response, MAX_COMPRESSED)
+        .await
+        .map_err(|e| other(&e))?;
+    let decoder = zstd::stream::read::Decoder::new(std::io::Cursor::new(compressed))
+        .map_err(|e| other(&e))?;
+    let stream = futures_util::stream::unfold(Some(decoder), move |state| {
+        let url = url.clone();
+        async move {
+            let mut decoder = state?;
+            let mut piece = vec![0u8; 64 << 10];
+            match std::io::Read::read(&mut decoder, &mut piece) {
+                Ok(0) => None,
+                Ok(n) => {
+                    piece.truncate(n);
+                    Some((Ok(bytes::Bytes::from(piece)), Some(decoder)))
+                }
+                Err(e) => Some((
+                    Err(TransportError::new_with_cause(
+                        TransportErrorKind::Other,
+                        &url,
+                        e,
+                    )),
+                    None,
+                )),
+            }
+        }
+    });
+    Ok(Box::pin(stream))
 }
 
 /// Loads and verifies the repository metadata from `client`'s base URL (the

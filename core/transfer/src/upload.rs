@@ -220,31 +220,36 @@ pub async fn publish(
                     report.delta_base = Some(target);
                     r
                 }
-                // The base was withdrawn meanwhile: fall back to the full manifest.
+                // The base was withdrawn meanwhile: send the manifest alone.
                 Err(ferry_net::NetError::Status {
                     status: 409,
                     ref message,
                     ..
                 }) if message.contains("delta base") => {
-                    report.manifest_bytes_sent = new_bytes.len() as u64;
-                    client
-                        .post_bytes("v1/publish", "application/json", new_bytes.clone())
-                        .await?
+                    send_whole_manifest(client, &new_bytes, &mut report).await?
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        None => {
-            report.manifest_bytes_sent = new_bytes.len() as u64;
-            client
-                .post_bytes("v1/publish", "application/json", new_bytes.clone())
-                .await?
-        }
+        None => send_whole_manifest(client, &new_bytes, &mut report).await?,
     };
     cache.put(&published.target, &new_bytes)?;
     report.bytes_moved = report.chunk_bytes_sent + report.manifest_bytes_sent + report.query_bytes;
     report.published = Some(published);
     Ok(report)
+}
+
+/// Publishes the manifest compressed on its own.
+async fn send_whole_manifest(
+    client: &HubClient,
+    manifest: &[u8],
+    report: &mut UploadReport,
+) -> Result<PublishResponse, TransferError> {
+    let compressed = encode_manifest_delta(&[], manifest);
+    report.manifest_bytes_sent = compressed.len() as u64;
+    Ok(client
+        .post_bytes("v1/publish", "application/zstd", compressed)
+        .await?)
 }
 
 /// Reads the chunks `digests` from the publisher's files into one pack,

@@ -181,6 +181,7 @@ pub(super) async fn get_target(
     State(state): State<Arc<HubState>>,
     _caller: Caller,
     Path(file): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let (hash, target) = file
         .split_once('.')
@@ -194,5 +195,24 @@ pub(super) async fn get_target(
             "{target} has no version with hash {hash}"
         )));
     }
-    Ok(immutable(Body::from(manifest)))
+    let accepts_zstd = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| e.trim().split(';').next() == Some("zstd"));
+    if !accepts_zstd {
+        return Ok(immutable(Body::from(manifest)));
+    }
+    // A manifest is mostly base64 chunk lists; compressed it costs about a
+    // quarter less on the wire.
+    let compressed =
+        tokio::task::spawn_blocking(move || ferry_content::encode_manifest_delta(&[], &manifest))
+            .await
+            .map_err(|e| ApiError::internal(format!("compression task failed: {e}")))?;
+    let mut response = immutable(Body::from(compressed));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    Ok(response)
 }

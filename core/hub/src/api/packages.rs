@@ -16,12 +16,13 @@ use crate::HubState;
 /// Query of `POST /v1/publish`.
 #[derive(Debug, Deserialize)]
 pub(super) struct PublishQuery {
-    /// When set, the body is a zstd delta against this published target.
+    /// With a zstd body: the published target it was compressed against.
     base: Option<String>,
 }
 
 /// `POST /v1/publish`: makes a version visible once all its chunks are on the
-/// hub. The body is the manifest JSON, or a delta of it (`?base=`).
+/// hub. The body is the manifest JSON, or zstd-compressed, optionally against
+/// a published manifest (`?base=TARGET`).
 pub(super) async fn publish(
     State(state): State<Arc<HubState>>,
     caller: Caller,
@@ -30,27 +31,27 @@ pub(super) async fn publish(
     body: Bytes,
 ) -> Result<Json<PublishResponse>, ApiError> {
     caller.require(&[Role::Publisher], "publishing")?;
-    let manifest = match query.base {
-        None => {
-            let json = headers
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-            if !json {
-                return Err(ApiError::bad_request(
-                    "a manifest must be sent as application/json (or as a delta with ?base=TARGET)",
-                ));
-            }
-            body.to_vec()
-        }
-        Some(base) => {
-            let base_bytes = state.catalog.manifest_by_target(&base)?.ok_or_else(|| {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let manifest = if content_type.starts_with(b"application/zstd") {
+        let base = match &query.base {
+            Some(base) => state.catalog.manifest_by_target(base)?.ok_or_else(|| {
                 ApiError::conflict(format!(
                     "delta base {base} is not published on this hub; send the full manifest"
                 ))
-            })?;
-            decode_manifest_delta(&base_bytes, &body)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?
-        }
+            })?,
+            None => Vec::new(),
+        };
+        decode_manifest_delta(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    } else if content_type.starts_with(b"application/json") && query.base.is_none() {
+        body.to_vec()
+    } else {
+        return Err(ApiError::bad_request(
+            "send the manifest as application/json, or zstd-compressed as application/zstd \
+             (optionally as a delta of a published version's manifest with ?base=TARGET)",
+        ));
     };
     let response = crate::publish::publish(&state, manifest, &caller.0.id).await?;
     Ok(Json(response))
