@@ -4,4 +4,5 @@
 mod attacks;
 mod bad_input;
 mod enrollment;
+mod key_rotation;
 mod publish_fetch;

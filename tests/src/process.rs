@@ -167,11 +167,24 @@ impl Hub {
         hub
     }
 
-    /// Starts `ferry hub run` and waits until it reports its address.
+    /// Starts `ferry hub run` on any free port and waits until it reports
+    /// its address.
     pub fn run(&mut self) {
+        self.run_on("127.0.0.1:0");
+    }
+
+    /// Stops the hub and starts it again on the same address, so enrolled
+    /// clients (which keep the hub's URL) reach it.
+    pub fn restart(&mut self) {
+        let addr = self.addr.expect("the hub is running").to_string();
+        self.stop();
+        self.run_on(&addr);
+    }
+
+    fn run_on(&mut self, listen: &str) {
         assert!(self.process.is_none(), "the hub is already running");
         let mut child = Command::new(ferry_bin())
-            .args(["hub", "run", "--listen", "127.0.0.1:0", "--data"])
+            .args(["hub", "run", "--listen", listen, "--data"])
             .arg(&self.data)
             .env("FERRY_LOG", "warn")
             .stdin(Stdio::null())
@@ -207,7 +220,17 @@ impl Hub {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.addr = None;
+    }
+
+    /// Runs an offline admin command (one that needs the hub stopped):
+    /// stops the hub, runs `ferry ARGS --data DIR`, starts the hub again on
+    /// the same address.
+    pub fn offline(&mut self, args: &[&str]) -> Run {
+        let addr = self.addr.expect("the hub is running").to_string();
+        self.stop();
+        let run = self.admin(args);
+        self.run_on(&addr);
+        run
     }
 
     /// The hub's URL.

@@ -37,12 +37,27 @@ pub enum HubCommand {
         /// Address to serve on, overriding hub.toml (port 0: any free port).
         #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Create the data directory first (as `ferry hub init` would) if it
+        /// does not hold a hub yet; an existing hub is used as it is.
+        #[arg(long)]
+        init: bool,
     },
-    /// Remove content no published version references, now.
+    /// Remove content no published version references, now (the running hub
+    /// also does this every `gc.interval`; stop it first).
     Gc {
         /// Hub data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+    },
+    /// Replace a TUF signing key (stop the hub first). Clients move to the new
+    /// root metadata on their next update; see docs/security.md.
+    RotateKey {
+        /// Hub data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The role whose key is replaced: root, targets, snapshot or timestamp.
+        #[arg(long, value_parser = ["root", "targets", "snapshot", "timestamp"])]
+        role: String,
     },
     /// List enrolled clients.
     Clients {
@@ -133,12 +148,25 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
             println!("Next: ferry hub run --data {}", summary.data.display());
             Ok(())
         }
-        HubCommand::Run { data, listen } => {
+        HubCommand::Run { data, listen, init } => {
+            if init && !HubLayout::new(&data).config().exists() {
+                let summary = init::init(
+                    &data,
+                    init::InitOptions {
+                        names: Vec::new(),
+                        listen,
+                    },
+                )
+                .await?;
+                println!("created hub in {}", summary.data.display());
+                println!("  CA fingerprint  {}", summary.ca_fingerprint);
+            }
             run::run(
                 &data,
                 run::RunOptions { listen },
                 |addr| {
                     println!("ferry hub listening on https://{addr}");
+                    print_next_steps(&data, addr);
                     let _ = std::io::stdout().flush();
                 },
                 shutdown_signal(),
@@ -146,7 +174,16 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
             .await?;
             Ok(())
         }
+        HubCommand::RotateKey { data, role } => {
+            let version = ferry_hub::keys::rotate(&data, &role).await?;
+            println!("replaced the {role} key; root metadata is now version {version}");
+            if role == "root" {
+                println!("Move the new tuf/keys/root.der offline again (see docs/security.md).");
+            }
+            Ok(())
+        }
         HubCommand::Gc { data } => {
+            let _lock = ferry_hub::lock::lock(&data)?;
             let state = HubState::open(&data)?;
             let report = ferry_hub::gc::collect(&state, state.config.gc.staged_max_age).await?;
             println!(
@@ -188,6 +225,27 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What an admin does next, printed once the hub listens.
+fn print_next_steps(data: &std::path::Path, addr: SocketAddr) {
+    let data = data.display();
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = match addr {
+        SocketAddr::V6(_) if host.contains(':') => format!("https://[{host}]:{}", addr.port()),
+        _ => format!("https://{host}:{}", addr.port()),
+    };
+    println!(
+        "\nNext, in another terminal:\n  \
+         ferry token create --data {data} --role publisher\n  \
+         ferry enroll --server {url} --token TOKEN --data ./publisher\n  \
+         ferry publish ./my-app --name my-app --version 1.0.0 --data ./publisher\n\
+         Stop the hub with Ctrl-C."
+    );
 }
 
 fn open_catalog(data: &std::path::Path) -> anyhow::Result<SqliteCatalog> {

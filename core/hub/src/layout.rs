@@ -18,6 +18,10 @@ impl HubLayout {
     pub fn config(&self) -> PathBuf {
         self.root.join("hub.toml")
     }
+    /// Held by the process serving or changing this hub.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("hub.lock")
+    }
     /// The SQLite catalog.
     pub fn catalog(&self) -> PathBuf {
         self.root.join("catalog.db")

@@ -5,13 +5,17 @@
 //! - [`run`] serves it.
 //! - [`tokens`] creates enrollment tokens on the hub's machine.
 //! - [`gc`] removes content no published version references.
+//! - [`keys`] rotates the TUF signing keys.
+//! - [`lock`] keeps two processes from working on one data directory.
 
 pub mod api;
 pub mod config;
 pub mod error;
 pub mod gc;
 pub mod init;
+pub mod keys;
 mod layout;
+pub mod lock;
 mod publish;
 pub mod run;
 mod state;

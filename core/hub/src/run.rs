@@ -23,6 +23,7 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), HubError> {
+    let _lock = crate::lock::lock(data)?;
     let state = Arc::new(HubState::open(data)?);
     sync_metadata(&state).await?;
 

@@ -35,8 +35,26 @@ impl RoleKeys {
     }
 
     /// Opens existing keys in `dir`. The root key may be absent (kept
-    /// offline); the online keys must be present.
-    pub fn open(dir: &Path) -> Result<Self, TrustError> {
+    /// offline); the online keys must be present. A key rotation that was
+    /// cut short leaves `ROLE.der.next`; it is finished or dropped here
+    /// depending on whether the newest root (`latest_root`) lists it.
+    pub fn open(dir: &Path, latest_root: &tough::schema::Root) -> Result<Self, TrustError> {
+        for role in ROLES {
+            let next = dir.join(format!("{role}.der.next"));
+            let Ok(der) = std::fs::read(&next) else {
+                continue;
+            };
+            let listed = parse_keypair(&der)
+                .ok()
+                .and_then(|k| k.tuf_key().key_id().ok())
+                .is_some_and(|id| latest_root.keys.contains_key(&id));
+            if listed {
+                ferry_store::durable::rename(&next, &dir.join(format!("{role}.der")))
+                    .map_err(|e| TrustError::io(&next, e))?;
+            } else {
+                std::fs::remove_file(&next).map_err(|e| TrustError::io(&next, e))?;
+            }
+        }
         for role in ["targets", "snapshot", "timestamp"] {
             let path = dir.join(format!("{role}.der"));
             if !path.exists() {
@@ -49,6 +67,26 @@ impl RoleKeys {
         Ok(RoleKeys {
             dir: dir.to_owned(),
         })
+    }
+
+    /// Generates a new key for `role` as `ROLE.der.next`, returning it; it
+    /// takes the place of the current key with [`RoleKeys::commit_next`].
+    pub(crate) fn generate_next(&self, role: &str) -> Result<Box<dyn Sign>, TrustError> {
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| TrustError::Keys("key generation failed".into()))?;
+        let path = self.dir.join(format!("{role}.der.next"));
+        ferry_store::durable::write_file(&path, doc.as_ref(), 0o600)
+            .map_err(|e| TrustError::io(&path, e))?;
+        let key = parse_keypair(doc.as_ref())
+            .map_err(|e| TrustError::Keys(format!("the new {role} key does not parse: {e}")))?;
+        Ok(Box::new(key))
+    }
+
+    /// Makes `ROLE.der.next` the key of `role`.
+    pub(crate) fn commit_next(&self, role: &str) -> Result<(), TrustError> {
+        let next = self.dir.join(format!("{role}.der.next"));
+        ferry_store::durable::rename(&next, &self.dir.join(format!("{role}.der")))
+            .map_err(|e| TrustError::io(&next, e))
     }
 
     /// The key source for one role.

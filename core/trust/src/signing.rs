@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tough::editor::RepositoryEditor;
 use tough::editor::signed::SignedRole;
 use tough::schema::{Hashes, KeyHolder, RoleKeys as TufRoleKeys, RoleType, Root, Signed, Target};
+use tough::sign::Sign;
 
 use crate::keys::ROLES;
 use crate::{RoleKeys, TrustError};
@@ -166,14 +167,112 @@ impl SigningRepository {
 
     /// Opens the repository created by [`SigningRepository::create`].
     pub fn open(dir: &Path, lifetimes: Lifetimes) -> Result<Self, TrustError> {
-        let keys = RoleKeys::open(&dir.join("keys"))?;
-        let repo = SigningRepository {
+        let metadata = dir.join("metadata");
+        let (root_path, _) = latest_root_in(&metadata)?;
+        let root = read_root(&root_path)?;
+        let keys = RoleKeys::open(&dir.join("keys"), &root.signed)?;
+        Ok(SigningRepository {
             keys,
-            metadata: dir.join("metadata"),
+            metadata,
             lifetimes,
+        })
+    }
+
+    /// Replaces the key of `role` (`root`, `targets`, `snapshot` or
+    /// `timestamp`) with a new one, and publishes root metadata version N+1
+    /// that names it, signed by the current root key (and by the new one when
+    /// the root key itself is replaced), as TUF requires of a root rotation.
+    /// Clients walk from the root they trust to the new one on their next
+    /// update. Returns the new root version. The caller re-signs targets,
+    /// snapshot and timestamp afterwards so they carry the new keys.
+    pub async fn rotate_key(&self, role: &str) -> Result<u64, TrustError> {
+        let role_type = match role {
+            "root" => RoleType::Root,
+            "targets" => RoleType::Targets,
+            "snapshot" => RoleType::Snapshot,
+            "timestamp" => RoleType::Timestamp,
+            other => {
+                return Err(TrustError::Keys(format!(
+                    "unknown role {other:?}: use root, targets, snapshot or timestamp"
+                )));
+            }
         };
-        repo.latest_root()?;
-        Ok(repo)
+        let (path, version) = self.latest_root()?;
+        let old = read_root(&path)?;
+        let root_key = self.keys.source("root").map_err(|e| {
+            TrustError::Keys(format!(
+                "{e}; rotating a key needs the root key: put root.der back into the keys directory for the rotation, then move it offline again"
+            ))
+        })?;
+        let root_signer = root_key
+            .as_sign()
+            .await
+            .map_err(|e| TrustError::Keys(e.to_string()))?;
+        let new_signer = self.keys.generate_next(role)?;
+        let new_key = new_signer.tuf_key();
+        let new_id = new_key.key_id().map_err(other)?;
+
+        let mut root = old.signed.clone();
+        root.version = NonZeroU64::new(version + 1).expect("above zero");
+        root.expires = after(self.lifetimes.root);
+        let retired = root
+            .roles
+            .get(&role_type)
+            .map(|r| r.keyids.clone())
+            .unwrap_or_default();
+        root.roles
+            .get_mut(&role_type)
+            .ok_or_else(|| TrustError::Keys(format!("root metadata has no {role} role")))?
+            .keyids = vec![new_id.clone()];
+        for id in retired {
+            if !root.roles.values().any(|r| r.keyids.contains(&id)) {
+                root.keys.remove(&id);
+            }
+        }
+        root.keys.insert(new_id, new_key);
+
+        let mut message = Vec::new();
+        root.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut message,
+            olpc_cjson::CanonicalFormatter::new(),
+        ))
+        .map_err(other)?;
+        let mut signers: Vec<&dyn Sign> = vec![root_signer.as_ref()];
+        if role_type == RoleType::Root {
+            signers.push(new_signer.as_ref());
+        }
+        let rng = SystemRandom::new();
+        let mut signatures = Vec::new();
+        for signer in signers {
+            let sig = signer
+                .sign(&message, &rng)
+                .await
+                .map_err(|e| TrustError::Keys(format!("signing the new root failed: {e}")))?;
+            signatures.push(tough::schema::Signature {
+                keyid: signer.tuf_key().key_id().map_err(other)?,
+                sig: sig.into(),
+            });
+        }
+        let signed = Signed {
+            signed: root,
+            signatures,
+        };
+        // What every client will check: the old root and the new one both
+        // accept the new root's signatures.
+        old.signed.verify_role(&signed).map_err(|e| {
+            TrustError::Keys(format!(
+                "the new root does not verify against the old one: {e}"
+            ))
+        })?;
+        signed.signed.verify_role(&signed).map_err(|e| {
+            TrustError::Keys(format!("the new root does not verify against itself: {e}"))
+        })?;
+        let bytes = serde_json::to_vec_pretty(&signed).map_err(other)?;
+        let next = self.metadata.join(format!("{}.root.json", version + 1));
+        ferry_store::durable::create_file(&next, &bytes, 0o644)
+            .map_err(|e| TrustError::io(&next, e))?;
+        self.keys.commit_next(role)?;
+        Ok(version + 1)
     }
 
     /// Directory holding the metadata files, served as-is to clients.
@@ -183,27 +282,7 @@ impl SigningRepository {
 
     /// Path and version of the newest `N.root.json`.
     pub fn latest_root(&self) -> Result<(PathBuf, u64), TrustError> {
-        let entries =
-            std::fs::read_dir(&self.metadata).map_err(|e| TrustError::io(&self.metadata, e))?;
-        let mut best: Option<u64> = None;
-        for entry in entries {
-            let entry = entry.map_err(|e| TrustError::io(&self.metadata, e))?;
-            let name = entry.file_name();
-            if let Some(v) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".root.json"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                best = best.max(Some(v));
-            }
-        }
-        let v = best.ok_or_else(|| {
-            TrustError::Keys(format!(
-                "no N.root.json in {}; is this a hub data directory?",
-                self.metadata.display()
-            ))
-        })?;
-        Ok((self.metadata.join(format!("{v}.root.json")), v))
+        latest_root_in(&self.metadata)
     }
 
     /// The newest root metadata, as clients pin it at enrollment.
@@ -324,4 +403,36 @@ impl SigningRepository {
         result?;
         Ok(next)
     }
+}
+
+/// Path and version of the newest `N.root.json` in `metadata`.
+fn latest_root_in(metadata: &Path) -> Result<(PathBuf, u64), TrustError> {
+    let entries = std::fs::read_dir(metadata).map_err(|e| TrustError::io(metadata, e))?;
+
+    let mut best: Option<u64> = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| TrustError::io(metadata, e))?;
+        let name = entry.file_name();
+        if let Some(v) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".root.json"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            best = best.max(Some(v));
+        }
+    }
+    let v = best.ok_or_else(|| {
+        TrustError::Keys(format!(
+            "no N.root.json in {}; is this a hub data directory?",
+            metadata.display()
+        ))
+    })?;
+    Ok((metadata.join(format!("{v}.root.json")), v))
+}
+
+/// Reads and parses a root metadata file.
+fn read_root(path: &Path) -> Result<Signed<Root>, TrustError> {
+    let bytes = std::fs::read(path).map_err(|e| TrustError::io(path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TrustError::Other(format!("{} is not root metadata: {e}", path.display())))
 }
