@@ -33,10 +33,10 @@ fn default_cert_days() -> i64 {
 #[serde(deny_unknown_fields)]
 pub struct GcConfig {
     /// How often to collect.
-    #[serde(with = "duration_text")]
+    #[serde(with = "humantime_serde")]
     pub interval: Duration,
     /// Uploaded chunks no publish used are dropped after this long.
-    #[serde(with = "duration_text")]
+    #[serde(with = "humantime_serde")]
     pub staged_max_age: Duration,
 }
 
@@ -46,21 +46,6 @@ impl Default for GcConfig {
             interval: Duration::from_secs(3600),
             staged_max_age: Duration::from_secs(24 * 3600),
         }
-    }
-}
-
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -20,17 +20,17 @@ use crate::{RoleKeys, TrustError};
 #[serde(default, deny_unknown_fields)]
 pub struct Lifetimes {
     /// Root metadata.
-    #[serde(with = "humantime_serde_lite")]
+    #[serde(with = "humantime_serde")]
     pub root: Duration,
     /// Targets metadata.
-    #[serde(with = "humantime_serde_lite")]
+    #[serde(with = "humantime_serde")]
     pub targets: Duration,
     /// Snapshot metadata.
-    #[serde(with = "humantime_serde_lite")]
+    #[serde(with = "humantime_serde")]
     pub snapshot: Duration,
     /// Timestamp metadata: how long a client keeps trusting the hub's last
     /// word when it cannot reach it (freeze protection).
-    #[serde(with = "humantime_serde_lite")]
+    #[serde(with = "humantime_serde")]
     pub timestamp: Duration,
 }
 
@@ -38,27 +38,12 @@ impl Default for Lifetimes {
     fn default() -> Self {
         const DAY: u64 = 24 * 3600;
         Lifetimes {
-            root: Duration::from_secs(365 * DAY),
+            // humantime's year (365.25 days), so hub.toml reads "1year".
+            root: Duration::from_secs(31_557_600),
             targets: Duration::from_secs(30 * DAY),
             snapshot: Duration::from_secs(7 * DAY),
             timestamp: Duration::from_secs(DAY),
         }
-    }
-}
-
-/// Durations in TOML as humantime strings ("1day", "12h").
-mod humantime_serde_lite {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
