@@ -26,6 +26,8 @@ fn a_token_is_used_once() {
 #[test]
 fn an_expired_token_is_refused() {
     let hub = Hub::start();
+    hub.admin(&["token", "create", "--role", "publisher", "--expires", "0s"])
+        .failure("longer than zero");
     let token = hub.token("agent", Some("berlin"), Some("1s"));
     // The point is the passing of time: let the token's lifetime run out.
     wait_until(std::time::SystemTime::now() + std::time::Duration::from_millis(1100));

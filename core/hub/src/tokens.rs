@@ -47,6 +47,11 @@ pub fn create_token(
             data.display()
         )));
     }
+    if lifetime.is_zero() {
+        return Err(HubError::DataDir(
+            "--expires must be longer than zero (e.g. 30m, 24h, 7d)".into(),
+        ));
+    }
     if let Some(site) = &site {
         validate_site(site)?;
     }
