@@ -4,5 +4,6 @@
 mod attacks;
 mod bad_input;
 mod enrollment;
+mod examples;
 mod key_rotation;
 mod publish_fetch;
