@@ -62,50 +62,28 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn chunk_location(&self, d: &Digest) -> Result<Option<ChunkLocation>, CatalogError> {
-        let conn = self.conn();
-        let row = conn
-            .prepare_cached("SELECT object, offset, len FROM chunks WHERE digest = ?1")?
-            .query_row(params![&d.0[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()?;
-        row.map(|(o, offset, len)| {
-            Ok(ChunkLocation {
-                object: digest(o)?,
-                offset: offset as u64,
-                len: len as u32,
-            })
-        })
-        .transpose()
+        let found = locate(
+            &self.conn(),
+            "SELECT object, offset, len FROM chunks WHERE digest = ?1",
+            d,
+        )?;
+        Ok(found.map(|(object, offset, len)| ChunkLocation {
+            object,
+            offset,
+            len,
+        }))
     }
 
     fn chunk_source(&self, d: &Digest) -> Result<Option<ChunkSource>, CatalogError> {
         if let Some(at) = self.chunk_location(d)? {
             return Ok(Some(ChunkSource::Stored(at)));
         }
-        let conn = self.conn();
-        let row = conn
-            .prepare_cached("SELECT pack, offset, len FROM staged_chunks WHERE digest = ?1")?
-            .query_row(params![&d.0[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()?;
-        row.map(|(p, offset, len)| {
-            Ok(ChunkSource::Staged {
-                pack: digest(p)?,
-                offset: offset as u64,
-                len: len as u32,
-            })
-        })
-        .transpose()
+        let found = locate(
+            &self.conn(),
+            "SELECT pack, offset, len FROM staged_chunks WHERE digest = ?1",
+            d,
+        )?;
+        Ok(found.map(|(pack, offset, len)| ChunkSource::Staged { pack, offset, len }))
     }
 
     fn stage_chunks(
@@ -469,6 +447,27 @@ impl HubCatalog for SqliteCatalog {
             params![now, id],
         )? == 1)
     }
+}
+
+/// Runs `sql`, a query for one row of (file digest, offset, length) by
+/// chunk digest, and decodes the row.
+fn locate(
+    conn: &Connection,
+    sql: &str,
+    chunk: &Digest,
+) -> Result<Option<(Digest, u64, u32)>, CatalogError> {
+    let row = conn
+        .prepare_cached(sql)?
+        .query_row(params![&chunk.0[..]], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(file, offset, len)| Ok((digest(file)?, offset as u64, len as u32)))
+        .transpose()
 }
 
 /// Looks a token up and checks secret, use and expiry.
