@@ -1,0 +1,44 @@
+//! Ferry's plugin runtime: loads WebAssembly components written against
+//! `sdk/wit` and calls them, sandboxed.
+//!
+//! - [`PluginEngine`]: wasmtime with pooled instances, epoch deadlines and
+//!   compiled code cached on disk.
+//! - [`Manifest`]: a plugin's `plugin.toml`.
+//! - [`Plugin`]: one loaded plugin; policy calls reuse instances,
+//!   installer calls get a fresh one with only the granted directories and
+//!   commands.
+//! - [`Registry`]: a node's plugins: built-ins, a site directory that
+//!   overrides them and is reloaded while the node runs, and the fallback to
+//!   the built-in when a site plugin fails.
+//!
+//! ```no_run
+//! use ferry_plugin::{PluginEngine, PluginSettings, Registry};
+//! # fn builtins() -> Vec<ferry_plugin::BuiltinPlugin> { Vec::new() }
+//! let engine = PluginEngine::new(None)?;
+//! let (registry, _report) = Registry::new(engine, PluginSettings::default(), &builtins())?;
+//! let plugin = registry.policy(ferry_plugin::Kind::Election)?;
+//! println!("{}", plugin.label());
+//! # Ok::<(), ferry_plugin::PluginError>(())
+//! ```
+
+mod bindings;
+pub mod contract;
+mod engine;
+mod error;
+mod kind;
+mod manifest;
+mod plugin;
+mod registry;
+mod settings;
+mod state;
+
+pub use bindings::ferry::plugin::installer_host::CommandOutput;
+pub use bindings::ferry::plugin::types::LogLevel;
+pub use engine::PluginEngine;
+pub use error::PluginError;
+pub use kind::Kind;
+pub use manifest::{Limits, Manifest, Permissions, valid_name};
+pub use plugin::*;
+pub use registry::{BuiltinPlugin, Decision, Registry, ReloadReport, WatchHandle, read_plugin_dir};
+pub use settings::{Grant, PluginSettings};
+pub use state::{LogLine, ProgressSink};

@@ -1,0 +1,597 @@
+//! One loaded plugin: its manifest, its compiled component, and calls into
+//! it with the time and memory limits of its manifest.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::{FsPerms, WasiCtx};
+
+use crate::bindings::{election, installer, schedule, transport};
+use crate::contract::{self, Interfaces};
+use crate::engine::{PluginEngine, TICK};
+use crate::error::PluginError;
+use crate::kind::Kind;
+use crate::manifest::Manifest;
+use crate::settings::Grant;
+use crate::state::{HostState, InstallerGrants, LogLine, ProgressSink};
+
+pub use crate::bindings::election::exports::ferry::plugin::election::{Candidate, ElectionRequest};
+pub use crate::bindings::installer::exports::ferry::plugin::install::{
+    InstallReport, InstallRequest, StagedFile, VerifyReport,
+};
+pub use crate::bindings::schedule::exports::ferry::plugin::schedule::{
+    LastSync, ScheduleDecision, ScheduleRequest, SyncOutcome,
+};
+pub use crate::bindings::transport::exports::ferry::plugin::transport::{
+    PlannedSource, Source, SourceHealth, TaskOptions, TransportPlan, TransportRequest,
+};
+
+/// Where the staged package appears inside an installer.
+pub const STAGED_DIR: &str = "/ferry/staged";
+/// Idle instances kept per policy plugin for reuse.
+const MAX_IDLE: usize = 8;
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Embedded in the ferry binary.
+    Builtin,
+    /// Loaded from this directory.
+    Directory(PathBuf),
+}
+
+/// The installer actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallAction {
+    /// Put the package in place.
+    Install,
+    /// Remove it.
+    Uninstall,
+}
+
+/// A loaded plugin, ready to call. Calls may run concurrently.
+pub struct Plugin {
+    manifest: Manifest,
+    origin: Origin,
+    sha256: String,
+    interfaces: Interfaces,
+    config_text: Arc<str>,
+    grant: Grant,
+    engine: PluginEngine,
+    pre: Pre,
+    idle: Mutex<Vec<PolicyInstance>>,
+    capture_logs: bool,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("label", &self.label())
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Pre {
+    Transport(transport::TransportPolicyPre<HostState>),
+    Schedule(schedule::SyncSchedulePre<HostState>),
+    Election(election::ElectionPolicyPre<HostState>),
+    Installer(installer::InstallerPre<HostState>),
+}
+
+enum Bound {
+    Transport(transport::TransportPolicy),
+    Schedule(schedule::SyncSchedule),
+    Election(election::ElectionPolicy),
+}
+
+struct PolicyInstance {
+    store: Store<HostState>,
+    bound: Bound,
+}
+
+/// The answer of a call and the log lines the plugin wrote during it (when
+/// captured, see [`Plugin::capture_logs`]).
+pub struct Answer<T> {
+    /// What the plugin returned.
+    pub value: T,
+    /// What it logged.
+    pub logs: Vec<LogLine>,
+}
+
+/// A package staged for an installer.
+#[derive(Clone)]
+pub struct InstallJob {
+    /// The directory holding the verified files, on the host.
+    pub staged_dir: PathBuf,
+    /// What the plugin is told (its `staged-dir` is replaced by
+    /// [`STAGED_DIR`]).
+    pub request: InstallRequest,
+    /// Receives progress reports.
+    pub progress: Option<ProgressSink>,
+}
+
+impl Plugin {
+    /// Loads a plugin from its manifest text and component bytes. `config`
+    /// is the node's override of the manifest's `[config]`, `grant` what the
+    /// node grants it.
+    pub fn load(
+        engine: &PluginEngine,
+        manifest: Manifest,
+        origin: Origin,
+        wasm: &[u8],
+        config: Option<&toml::Table>,
+        grant: Option<&Grant>,
+    ) -> Result<Plugin, PluginError> {
+        let name = manifest.name.clone();
+        let component = engine.compile(&name, wasm)?;
+        let interfaces = contract::interfaces(engine.engine(), &component);
+        contract::check(&name, manifest.kind, &interfaces)?;
+        let pre = link(engine, &name, manifest.kind, &component)?;
+        let mut merged = manifest.config.clone();
+        if let Some(config) = config {
+            for (key, value) in config {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        let config_text: Arc<str> = toml::to_string(&merged)
+            .map_err(|e| PluginError::Manifest {
+                path: name.clone(),
+                reason: format!("configuration cannot be written as TOML: {e}"),
+            })?
+            .into();
+        let grant = effective_grant(&manifest, grant.cloned().unwrap_or_default());
+        Ok(Plugin {
+            sha256: hex::encode(Sha256::digest(wasm)),
+            manifest,
+            origin,
+            interfaces,
+            config_text,
+            grant,
+            engine: engine.clone(),
+            pre,
+            idle: Mutex::new(Vec::new()),
+            capture_logs: false,
+        })
+    }
+
+    /// Keeps what the plugin logs in each [`Answer`] (it goes to `tracing`
+    /// either way).
+    pub fn capture_logs(mut self, capture: bool) -> Plugin {
+        self.capture_logs = capture;
+        self
+    }
+
+    /// Drops the idle instances kept for reuse, so the next policy call
+    /// instantiates afresh (benchmarks measure instantiation with it).
+    pub fn clear_instances(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
+    /// The plugin's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Where it came from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// SHA-256 of its component, hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// What it imports and exports.
+    pub fn interfaces(&self) -> &Interfaces {
+        &self.interfaces
+    }
+
+    /// The configuration it sees, TOML text.
+    pub fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
+    /// What it was granted, bounded by what it asked for.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// Decides a transport plan.
+    pub fn plan(&self, request: &TransportRequest) -> Result<Answer<TransportPlan>, PluginError> {
+        let answer = self.call_policy("plan", |store, bound| match bound {
+            Bound::Transport(b) => b.ferry_plugin_transport().call_plan(store, request),
+            _ => unreachable!("checked by kind"),
+        })?;
+        check_plan(self, &answer.value)?;
+        Ok(answer)
+    }
+
+    /// Decides the next sync.
+    pub fn schedule(
+        &self,
+        request: &ScheduleRequest,
+    ) -> Result<Answer<ScheduleDecision>, PluginError> {
+        let answer = self.call_policy("decide", |store, bound| match bound {
+            Bound::Schedule(b) => b.ferry_plugin_schedule().call_decide(store, request),
+            _ => unreachable!("checked by kind"),
+        })?;
+        check_schedule(self, request, &answer.value)?;
+        Ok(answer)
+    }
+
+    /// Elects a representative.
+    pub fn elect(&self, request: &ElectionRequest) -> Result<Answer<String>, PluginError> {
+        let answer = self.call_policy("elect", |store, bound| match bound {
+            Bound::Election(b) => b.ferry_plugin_election().call_elect(store, request),
+            _ => unreachable!("checked by kind"),
+        })?;
+        if !request.volunteers.iter().any(|c| c.id == answer.value) {
+            return Err(PluginError::Nonsense {
+                plugin: self.label(),
+                call: "elect",
+                reason: format!("the winner {:?} is not among the volunteers", answer.value),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// Installs or uninstalls a staged package.
+    pub fn install(
+        &self,
+        action: InstallAction,
+        job: &InstallJob,
+    ) -> Result<Answer<InstallReport>, PluginError> {
+        let call = match action {
+            InstallAction::Install => "install",
+            InstallAction::Uninstall => "uninstall",
+        };
+        self.call_installer(call, job, |store, bindings, request| {
+            let guest = bindings.ferry_plugin_install();
+            match action {
+                InstallAction::Install => guest.call_install(store, request),
+                InstallAction::Uninstall => guest.call_uninstall(store, request),
+            }
+        })
+    }
+
+    /// Checks what an install put in place.
+    pub fn verify(&self, job: &InstallJob) -> Result<Answer<VerifyReport>, PluginError> {
+        self.call_installer("verify", job, |store, bindings, request| {
+            bindings.ferry_plugin_install().call_verify(store, request)
+        })
+    }
+
+    /// Runs a policy call on a reused instance (or a new one), within the
+    /// plugin's time budget. A trapped instance is dropped, never reused.
+    fn call_policy<T>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<Answer<T>, PluginError> {
+        let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut instance = match reused {
+            Some(instance) => instance,
+            None => self.instantiate_policy(call)?,
+        };
+        instance.store.set_epoch_deadline(self.ticks());
+        let outcome = f(&mut instance.store, &instance.bound);
+        let logs = std::mem::take(&mut instance.store.data_mut().logs);
+        match outcome {
+            Ok(result) => {
+                if let Ok(mut idle) = self.idle.lock()
+                    && idle.len() < MAX_IDLE
+                {
+                    idle.push(instance);
+                }
+                result
+                    .map(|value| Answer { value, logs })
+                    .map_err(|reason| self.failed(call, format!("returned an error: {reason}")))
+            }
+            Err(trap) => Err(self.trapped(call, &instance.store, trap)),
+        }
+    }
+
+    fn instantiate_policy(&self, call: &'static str) -> Result<PolicyInstance, PluginError> {
+        let mut wasi = WasiCtx::builder();
+        self.allow_hosts(&mut wasi);
+        let mut store = self.store(wasi.build(), self.capture_logs);
+        store.set_epoch_deadline(self.ticks());
+        let bound = match &self.pre {
+            Pre::Transport(pre) => pre.instantiate(&mut store).map(Bound::Transport),
+            Pre::Schedule(pre) => pre.instantiate(&mut store).map(Bound::Schedule),
+            Pre::Election(pre) => pre.instantiate(&mut store).map(Bound::Election),
+            Pre::Installer(_) => {
+                return Err(self.failed(call, "an installer has no policy calls".into()));
+            }
+        };
+        match bound {
+            Ok(bound) => Ok(PolicyInstance { store, bound }),
+            Err(trap) => Err(self.trapped(call, &store, trap)),
+        }
+    }
+
+    fn call_installer<T>(
+        &self,
+        call: &'static str,
+        job: &InstallJob,
+        f: impl FnOnce(
+            &mut Store<HostState>,
+            &installer::Installer,
+            &InstallRequest,
+        ) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<Answer<T>, PluginError> {
+        let Pre::Installer(pre) = &self.pre else {
+            return Err(self.failed(
+                call,
+                format!("a {} plugin cannot install", self.manifest.kind),
+            ));
+        };
+        let mut wasi = WasiCtx::builder();
+        wasi.preopened_dir(&job.staged_dir, STAGED_DIR, FsPerms::ReadOnly)
+            .map_err(|e| {
+                self.failed(
+                    call,
+                    format!(
+                        "cannot open the staged directory {}: {e}",
+                        job.staged_dir.display()
+                    ),
+                )
+            })?;
+        for dir in &self.grant.directories {
+            let guest = dir.to_string_lossy();
+            wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadWrite)
+                .map_err(|e| {
+                    self.failed(
+                        call,
+                        format!("cannot open granted directory {}: {e}", dir.display()),
+                    )
+                })?;
+        }
+        self.allow_hosts(&mut wasi);
+        let mut store = self.store(wasi.build(), self.capture_logs);
+        let timeout = Duration::from_millis(self.manifest.limits.timeout_ms);
+        store.data_mut().installer = Some(InstallerGrants {
+            directories: self.grant.directories.clone(),
+            commands: self.grant.commands.clone(),
+            deadline: Instant::now() + timeout,
+            progress: job.progress.clone(),
+        });
+        store.set_epoch_deadline(self.ticks());
+        let bindings = match pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(trap) => return Err(self.trapped(call, &store, trap)),
+        };
+        let mut request = job.request.clone();
+        request.staged_dir = STAGED_DIR.to_string();
+        let outcome = f(&mut store, &bindings, &request);
+        let logs = std::mem::take(&mut store.data_mut().logs);
+        match outcome {
+            Ok(Ok(value)) => Ok(Answer { value, logs }),
+            Ok(Err(reason)) => Err(self.failed(call, format!("returned an error: {reason}"))),
+            Err(trap) => Err(self.trapped(call, &store, trap)),
+        }
+    }
+
+    fn store(&self, wasi: WasiCtx, capture_logs: bool) -> Store<HostState> {
+        let state = HostState::new(
+            self.manifest.name.as_str().into(),
+            self.config_text.clone(),
+            wasi,
+            self.manifest.limits.memory_mib as usize * 1024 * 1024,
+            capture_logs,
+        );
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store
+    }
+
+    fn allow_hosts(&self, wasi: &mut wasmtime_wasi::WasiCtxBuilder) {
+        if self.grant.hosts.is_empty() {
+            return;
+        }
+        let allowed: Arc<Vec<std::net::SocketAddr>> = Arc::new(
+            self.grant
+                .hosts
+                .iter()
+                .filter_map(|h| h.parse().ok())
+                .collect(),
+        );
+        wasi.allow_tcp(true).socket_addr_check(move |addr, use_| {
+            let ok = matches!(use_, wasmtime_wasi::sockets::SocketAddrUse::TcpConnect)
+                && allowed.contains(&addr);
+            Box::pin(async move { ok })
+        });
+    }
+
+    /// The epoch ticks a call may run: its timeout rounded up, plus one so a
+    /// tick landing right after the deadline is set does not cut it short.
+    fn ticks(&self) -> u64 {
+        self.manifest
+            .limits
+            .timeout_ms
+            .div_ceil(TICK.as_millis() as u64)
+            + 1
+    }
+
+    fn failed(&self, call: &'static str, reason: String) -> PluginError {
+        PluginError::Call {
+            plugin: self.label(),
+            call,
+            reason,
+        }
+    }
+
+    fn trapped(
+        &self,
+        call: &'static str,
+        store: &Store<HostState>,
+        trap: wasmtime::Error,
+    ) -> PluginError {
+        let reason = if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            format!(
+                "ran past its time limit of {} ms and was stopped",
+                self.manifest.limits.timeout_ms
+            )
+        } else if store.data().limiter.hit {
+            format!(
+                "hit its memory limit of {} MiB and was stopped",
+                self.manifest.limits.memory_mib
+            )
+        } else {
+            format!("trapped: {trap:#}")
+        };
+        self.failed(call, reason)
+    }
+
+    /// `name@version (kind, origin)` for messages.
+    pub fn label(&self) -> String {
+        let origin = match &self.origin {
+            Origin::Builtin => "built-in".to_string(),
+            Origin::Directory(dir) => dir.display().to_string(),
+        };
+        format!(
+            "{} {}@{} ({origin})",
+            self.manifest.kind, self.manifest.name, self.manifest.version
+        )
+    }
+}
+
+fn link(
+    engine: &PluginEngine,
+    name: &str,
+    kind: Kind,
+    component: &Component,
+) -> Result<Pre, PluginError> {
+    let invalid = |e: wasmtime::Error| PluginError::Invalid {
+        plugin: name.to_string(),
+        reason: format!("its imports cannot be satisfied: {e:#}"),
+    };
+    let mut linker: Linker<HostState> = Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(invalid)?;
+    use wasmtime::component::HasSelf;
+    let pre = match kind {
+        Kind::Transport => {
+            transport::TransportPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(invalid)?;
+            Pre::Transport(
+                transport::TransportPolicyPre::new(
+                    linker.instantiate_pre(component).map_err(invalid)?,
+                )
+                .map_err(invalid)?,
+            )
+        }
+        Kind::Schedule => {
+            schedule::SyncSchedule::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(invalid)?;
+            Pre::Schedule(
+                schedule::SyncSchedulePre::new(linker.instantiate_pre(component).map_err(invalid)?)
+                    .map_err(invalid)?,
+            )
+        }
+        Kind::Election => {
+            election::ElectionPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(invalid)?;
+            Pre::Election(
+                election::ElectionPolicyPre::new(
+                    linker.instantiate_pre(component).map_err(invalid)?,
+                )
+                .map_err(invalid)?,
+            )
+        }
+        Kind::Installer => {
+            installer::Installer::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+                .map_err(invalid)?;
+            Pre::Installer(
+                installer::InstallerPre::new(linker.instantiate_pre(component).map_err(invalid)?)
+                    .map_err(invalid)?,
+            )
+        }
+    };
+    Ok(pre)
+}
+
+/// What the plugin gets: what it asked for in its manifest and the node
+/// granted in its configuration.
+fn effective_grant(manifest: &Manifest, granted: Grant) -> Grant {
+    let asked = &manifest.permissions;
+    Grant {
+        directories: if asked.directories {
+            granted.directories
+        } else {
+            Vec::new()
+        },
+        commands: granted
+            .commands
+            .into_iter()
+            .filter(|c| asked.commands.iter().any(|a| a == "*" || a == c))
+            .collect(),
+        hosts: granted
+            .hosts
+            .into_iter()
+            .filter(|h| asked.hosts.contains(h))
+            .collect(),
+    }
+}
+
+fn check_plan(plugin: &Plugin, plan: &TransportPlan) -> Result<(), PluginError> {
+    let nonsense = |reason: String| PluginError::Nonsense {
+        plugin: plugin.label(),
+        call: "plan",
+        reason,
+    };
+    if plan.sources.is_empty() {
+        return Err(nonsense("the plan has no sources".into()));
+    }
+    for source in &plan.sources {
+        if source.rate_cap_bps == Some(0) {
+            return Err(nonsense("a rate cap of 0 bit/s would never finish".into()));
+        }
+        if let Source::Url(url) = &source.source
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(nonsense(format!("{url:?} is not an http(s) URL")));
+        }
+    }
+    Ok(())
+}
+
+/// The furthest ahead a schedule may put the next sync or the cap's end.
+const MAX_SCHEDULE_AHEAD_SECS: u64 = 366 * 24 * 3600;
+
+fn check_schedule(
+    plugin: &Plugin,
+    request: &ScheduleRequest,
+    d: &ScheduleDecision,
+) -> Result<(), PluginError> {
+    let nonsense = |reason: String| PluginError::Nonsense {
+        plugin: plugin.label(),
+        call: "decide",
+        reason,
+    };
+    let horizon = request.now.saturating_add(MAX_SCHEDULE_AHEAD_SECS);
+    if d.cap_until <= request.now {
+        return Err(nonsense(format!(
+            "cap-until {} is not after now ({}); the node would ask again at once",
+            d.cap_until, request.now
+        )));
+    }
+    if d.next_sync > horizon || d.cap_until > horizon {
+        return Err(nonsense(
+            "next-sync or cap-until is more than a year ahead".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,542 @@
+//! The plugins a node uses: built-ins, overridden by a site's plugin
+//! directory, swapped while the node runs, with a fallback to the built-in
+//! whenever a site plugin fails.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use semver::VersionReq;
+
+use crate::engine::PluginEngine;
+use crate::error::PluginError;
+use crate::kind::Kind;
+use crate::manifest::Manifest;
+use crate::plugin::{
+    Answer, ElectionRequest, InstallAction, InstallJob, InstallReport, Origin, Plugin,
+    ScheduleDecision, ScheduleRequest, TransportPlan, TransportRequest, VerifyReport,
+};
+use crate::settings::PluginSettings;
+use crate::state::LogLine;
+
+/// A plugin shipped inside the ferry binary.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltinPlugin {
+    /// Its `plugin.toml`.
+    pub manifest: &'static str,
+    /// Its component.
+    pub wasm: &'static [u8],
+}
+
+/// What a node decided and who decided it.
+#[derive(Debug, Clone)]
+pub struct Decision<T> {
+    /// The decision.
+    pub value: T,
+    /// The plugin that made it, `kind name@version (origin)`.
+    pub plugin: String,
+    /// Why the configured plugin was not used, when the built-in decided
+    /// instead.
+    pub fallback: Option<String>,
+    /// What the deciding plugin logged, if it captures logs.
+    pub logs: Vec<LogLine>,
+}
+
+/// The outcome of checking the plugin directory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Plugins loaded or replaced, `kind/name@version`.
+    pub loaded: Vec<String>,
+    /// Plugins removed from the directory (the built-in is back, if any).
+    pub removed: Vec<String>,
+    /// Plugins that could not be loaded, and why; the previous version, if
+    /// any, stays in use.
+    pub failed: Vec<String>,
+}
+
+type Key = (Kind, String);
+
+/// A site plugin and the file stamps it was loaded from.
+struct Site {
+    plugin: Arc<Plugin>,
+    stamp: Stamp,
+}
+
+/// Modification times and sizes of a plugin's two files.
+type Stamp = [(Option<SystemTime>, u64); 2];
+
+/// The node's plugins.
+pub struct Registry {
+    engine: PluginEngine,
+    settings: PluginSettings,
+    builtins: BTreeMap<Key, BuiltinPlugin>,
+    builtin_loaded: Mutex<BTreeMap<Key, Arc<Plugin>>>,
+    site: RwLock<BTreeMap<Key, Site>>,
+    /// Directories whose last load failed, with the stamp seen then, so a
+    /// broken file is reported once, not at every check.
+    failed: Mutex<BTreeMap<PathBuf, (Stamp, String)>>,
+}
+
+impl Registry {
+    /// Creates the registry and loads the site plugin directory, if any.
+    /// Built-ins are compiled on first use.
+    pub fn new(
+        engine: PluginEngine,
+        settings: PluginSettings,
+        builtins: &[BuiltinPlugin],
+    ) -> Result<(Registry, ReloadReport), PluginError> {
+        let mut table = BTreeMap::new();
+        for builtin in builtins {
+            let manifest = Manifest::parse(builtin.manifest, "built-in plugin.toml")?;
+            table.insert((manifest.kind, manifest.name.clone()), *builtin);
+        }
+        for (kind, name) in [
+            (Kind::Transport, &settings.transport),
+            (Kind::Schedule, &settings.schedule),
+            (Kind::Election, &settings.election),
+        ] {
+            crate::manifest::valid_name(name)
+                .then_some(())
+                .ok_or_else(|| PluginError::Manifest {
+                    path: "[plugins]".into(),
+                    reason: format!("{kind} = {name:?} is not a plugin name"),
+                })?;
+        }
+        let registry = Registry {
+            engine,
+            settings,
+            builtins: table,
+            builtin_loaded: Mutex::new(BTreeMap::new()),
+            site: RwLock::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+        };
+        let report = registry.reload();
+        for kind in [Kind::Transport, Kind::Schedule, Kind::Election] {
+            registry.policy(kind)?;
+        }
+        Ok((registry, report))
+    }
+
+    /// The node's settings.
+    pub fn settings(&self) -> &PluginSettings {
+        &self.settings
+    }
+
+    /// Checks the plugin directory and loads what changed. A plugin whose
+    /// files fail to load keeps its previous version in use, so an operator
+    /// copying a file over a running node never breaks it; calls in flight
+    /// finish on the version they started with.
+    pub fn reload(&self) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let Some(dir) = &self.settings.dir else {
+            return report;
+        };
+        let found = match scan(dir) {
+            Ok(found) => found,
+            Err(e) => {
+                report.failed.push(format!("{}: {e}", dir.display()));
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin directory");
+                return report;
+            }
+        };
+        let mut present = Vec::new();
+        for (plugin_dir, stamp) in found {
+            let known = self
+                .site_read()
+                .values()
+                .find_map(|s| match s.plugin.origin() {
+                    Origin::Directory(d) if *d == plugin_dir => Some((
+                        s.stamp,
+                        s.plugin.manifest().kind,
+                        s.plugin.name().to_string(),
+                    )),
+                    _ => None,
+                });
+            if let Some((old_stamp, kind, name)) = &known
+                && *old_stamp == stamp
+            {
+                present.push((*kind, name.clone()));
+                continue;
+            }
+            if self.failed_lock().get(&plugin_dir).map(|f| f.0) == Some(stamp) {
+                if let Some((_, kind, name)) = known {
+                    present.push((kind, name));
+                }
+                continue;
+            }
+            match self.load_dir(&plugin_dir) {
+                Ok(plugin) => {
+                    let key = (plugin.manifest().kind, plugin.name().to_string());
+                    let label = format!("{}/{}@{}", key.0, key.1, plugin.manifest().version);
+                    tracing::info!(plugin = %label, dir = %plugin_dir.display(), "plugin loaded");
+                    self.failed_lock().remove(&plugin_dir);
+                    let mut site = self.site_write();
+                    // A plugin that changed its name or kind leaves its old key.
+                    site.retain(|_, s| !matches!(s.plugin.origin(), Origin::Directory(d) if *d == plugin_dir));
+                    site.insert(
+                        key.clone(),
+                        Site {
+                            plugin: Arc::new(plugin),
+                            stamp,
+                        },
+                    );
+                    present.push(key);
+                    report.loaded.push(label);
+                }
+                Err(e) => {
+                    tracing::error!(dir = %plugin_dir.display(), error = %e, "plugin not loaded; the previous version stays in use");
+                    self.failed_lock()
+                        .insert(plugin_dir.clone(), (stamp, e.to_string()));
+                    report.failed.push(e.to_string());
+                    if let Some((_, kind, name)) = known {
+                        present.push((kind, name));
+                    }
+                }
+            }
+        }
+        let mut site = self.site_write();
+        let gone: Vec<Key> = site
+            .keys()
+            .filter(|k| !present.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            site.remove(&key);
+            tracing::info!(kind = %key.0, name = %key.1, "plugin removed from the plugin directory");
+            report.removed.push(format!("{}/{}", key.0, key.1));
+        }
+        report
+    }
+
+    /// Plugin directories whose current files do not load, and why. Their
+    /// previous version, if any, is still in use.
+    pub fn problems(&self) -> Vec<String> {
+        self.failed_lock()
+            .values()
+            .map(|(_, why)| why.clone())
+            .collect()
+    }
+
+    /// Checks the plugin directory every `reload-every` on a thread of its
+    /// own, until the returned handle is dropped.
+    pub fn watch(self: &Arc<Self>) -> WatchHandle {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let weak = Arc::downgrade(self);
+        let every = self.settings.reload_every;
+        let thread = std::thread::Builder::new()
+            .name("ferry-plugin-reload".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let Some(registry) = weak.upgrade() else {
+                        break;
+                    };
+                    registry.reload();
+                }
+            })
+            .ok();
+        WatchHandle {
+            stop: Some(stop),
+            thread,
+        }
+    }
+
+    /// The plugin of `kind` named `name`: the site's if it has one, else the
+    /// built-in.
+    pub fn get(&self, kind: Kind, name: &str) -> Result<Arc<Plugin>, PluginError> {
+        self.find(kind, name, None)
+    }
+
+    /// The policy plugin this node is configured to use for `kind`.
+    pub fn policy(&self, kind: Kind) -> Result<Arc<Plugin>, PluginError> {
+        let name = match kind {
+            Kind::Transport => &self.settings.transport,
+            Kind::Schedule => &self.settings.schedule,
+            Kind::Election => &self.settings.election,
+            Kind::Installer => {
+                return Err(PluginError::NotFound {
+                    kind: kind.to_string(),
+                    name: String::new(),
+                    requirement: String::new(),
+                    known: "installers are chosen by each package".into(),
+                });
+            }
+        };
+        self.get(kind, name)
+    }
+
+    /// Every plugin the node can use, site plugins first.
+    pub fn list(&self) -> Vec<Arc<Plugin>> {
+        let mut all: Vec<Arc<Plugin>> = self
+            .site_read()
+            .values()
+            .map(|s| s.plugin.clone())
+            .collect();
+        for (kind, name) in self.builtins.keys() {
+            if let Ok(p) = self.builtin(*kind, name) {
+                all.push(p);
+            }
+        }
+        all
+    }
+
+    /// Decides a transport plan, falling back to the built-in default.
+    pub fn plan(&self, request: &TransportRequest) -> Result<Decision<TransportPlan>, PluginError> {
+        self.decide(Kind::Transport, |p| p.plan(request))
+    }
+
+    /// Decides the next sync, falling back to the built-in default.
+    pub fn schedule(
+        &self,
+        request: &ScheduleRequest,
+    ) -> Result<Decision<ScheduleDecision>, PluginError> {
+        self.decide(Kind::Schedule, |p| p.schedule(request))
+    }
+
+    /// Elects a representative, falling back to the built-in default.
+    pub fn elect(&self, request: &ElectionRequest) -> Result<Decision<String>, PluginError> {
+        self.decide(Kind::Election, |p| p.elect(request))
+    }
+
+    /// Runs the installer `name` matching `requirement`. When a site
+    /// installer fails and a built-in of the same name matches, the
+    /// built-in runs instead (installers must be idempotent, as any
+    /// interrupted install is run again).
+    pub fn install(
+        &self,
+        name: &str,
+        requirement: &VersionReq,
+        action: InstallAction,
+        job: &InstallJob,
+    ) -> Result<Decision<InstallReport>, PluginError> {
+        self.installer_call(name, requirement, |p| p.install(action, job))
+    }
+
+    /// Verifies an install with the installer `name`.
+    pub fn verify(
+        &self,
+        name: &str,
+        requirement: &VersionReq,
+        job: &InstallJob,
+    ) -> Result<Decision<VerifyReport>, PluginError> {
+        self.installer_call(name, requirement, |p| p.verify(job))
+    }
+
+    fn installer_call<T>(
+        &self,
+        name: &str,
+        requirement: &VersionReq,
+        call: impl Fn(&Plugin) -> Result<Answer<T>, PluginError>,
+    ) -> Result<Decision<T>, PluginError> {
+        let chosen = self.find(Kind::Installer, name, Some(requirement))?;
+        match call(&chosen) {
+            Ok(answer) => Ok(decision(&chosen, answer, None)),
+            Err(err) if *chosen.origin() != Origin::Builtin => {
+                let Ok(builtin) = self.builtin(Kind::Installer, name) else {
+                    return Err(err);
+                };
+                if !requirement.matches(&builtin.manifest().version) {
+                    return Err(err);
+                }
+                tracing::warn!(error = %err, "site installer failed; running the built-in");
+                let answer = call(&builtin)?;
+                Ok(decision(&builtin, answer, Some(err.to_string())))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn decide<T>(
+        &self,
+        kind: Kind,
+        call: impl Fn(&Plugin) -> Result<Answer<T>, PluginError>,
+    ) -> Result<Decision<T>, PluginError> {
+        let chosen = self.policy(kind)?;
+        let err = match call(&chosen) {
+            Ok(answer) => return Ok(decision(&chosen, answer, None)),
+            Err(err) => err,
+        };
+        let default = kind.default_plugin().unwrap_or_default();
+        let builtin = match self.builtin(kind, default) {
+            Ok(b) if !Arc::ptr_eq(&b, &chosen) => b,
+            _ => return Err(err),
+        };
+        tracing::warn!(error = %err, fallback = %builtin.label(), "plugin failed; the built-in decides");
+        let answer = call(&builtin)?;
+        Ok(decision(&builtin, answer, Some(err.to_string())))
+    }
+
+    fn find(
+        &self,
+        kind: Kind,
+        name: &str,
+        requirement: Option<&VersionReq>,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        let matches = |p: &Plugin| requirement.is_none_or(|r| r.matches(&p.manifest().version));
+        let site = self
+            .site_read()
+            .get(&(kind, name.to_string()))
+            .map(|s| s.plugin.clone());
+        if let Some(p) = site
+            && matches(&p)
+        {
+            return Ok(p);
+        }
+        if self.builtins.contains_key(&(kind, name.to_string())) {
+            let p = self.builtin(kind, name)?;
+            if matches(&p) {
+                return Ok(p);
+            }
+        }
+        let mut known: Vec<String> = self
+            .site_read()
+            .values()
+            .map(|s| s.plugin.manifest())
+            .filter(|m| m.kind == kind)
+            .map(|m| format!("{}@{}", m.name, m.version))
+            .collect();
+        known.extend(
+            self.builtins
+                .keys()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, n)| format!("{n} (built-in)")),
+        );
+        known.sort();
+        known.dedup();
+        Err(PluginError::NotFound {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            requirement: requirement
+                .map(|r| format!(" matching {r}"))
+                .unwrap_or_default(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        })
+    }
+
+    fn builtin(&self, kind: Kind, name: &str) -> Result<Arc<Plugin>, PluginError> {
+        let key = (kind, name.to_string());
+        if let Some(p) = self.builtin_lock().get(&key) {
+            return Ok(p.clone());
+        }
+        let Some(builtin) = self.builtins.get(&key) else {
+            return Err(PluginError::NotFound {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                requirement: String::new(),
+                known: "no built-in of that name".into(),
+            });
+        };
+        let manifest = Manifest::parse(builtin.manifest, "built-in plugin.toml")?;
+        let plugin = Arc::new(Plugin::load(
+            &self.engine,
+            manifest,
+            Origin::Builtin,
+            builtin.wasm,
+            self.settings.config.get(name),
+            self.settings.grants.get(name),
+        )?);
+        self.builtin_lock().insert(key, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn load_dir(&self, dir: &Path) -> Result<Plugin, PluginError> {
+        let (manifest, wasm) = read_plugin_dir(dir)?;
+        let name = manifest.name.clone();
+        Plugin::load(
+            &self.engine,
+            manifest,
+            Origin::Directory(dir.to_path_buf()),
+            &wasm,
+            self.settings.config.get(&name),
+            self.settings.grants.get(&name),
+        )
+    }
+
+    fn site_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Key, Site>> {
+        self.site.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn site_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Key, Site>> {
+        self.site.write().unwrap_or_else(|p| p.into_inner())
+    }
+    fn builtin_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Arc<Plugin>>> {
+        self.builtin_loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+    fn failed_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, (Stamp, String)>> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Stops the reload thread when dropped.
+pub struct WatchHandle {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads a plugin directory: `plugin.toml` and `NAME.wasm`.
+pub fn read_plugin_dir(dir: &Path) -> Result<(Manifest, Vec<u8>), PluginError> {
+    let manifest_path = dir.join("plugin.toml");
+    let text =
+        std::fs::read_to_string(&manifest_path).map_err(|e| PluginError::io(&manifest_path, e))?;
+    let manifest = Manifest::parse(&text, &manifest_path.display().to_string())?;
+    // Cargo names a crate's artifact with '_' for '-'; take either.
+    let wasm_path = dir.join(format!("{}.wasm", manifest.name));
+    let alternative = dir.join(format!("{}.wasm", manifest.name.replace('-', "_")));
+    let wasm_path = if !wasm_path.exists() && alternative.exists() {
+        alternative
+    } else {
+        wasm_path
+    };
+    let wasm = std::fs::read(&wasm_path).map_err(|e| PluginError::io(&wasm_path, e))?;
+    Ok((manifest, wasm))
+}
+
+/// The plugin subdirectories of `dir` and their file stamps.
+fn scan(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let manifest = path.join("plugin.toml");
+        let Ok(meta) = std::fs::metadata(&manifest) else {
+            continue;
+        };
+        // The wasm file's name comes from the manifest; stamp every .wasm in
+        // the directory so a replaced component is seen.
+        let mut wasm_stamp = (None, 0);
+        for file in std::fs::read_dir(&path)?.flatten() {
+            if file.path().extension().is_some_and(|e| e == "wasm")
+                && let Ok(m) = file.metadata()
+            {
+                wasm_stamp = (m.modified().ok().max(wasm_stamp.0), m.len() + wasm_stamp.1);
+            }
+        }
+        found.push((path, [(meta.modified().ok(), meta.len()), wasm_stamp]));
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn decision<T>(plugin: &Plugin, answer: Answer<T>, fallback: Option<String>) -> Decision<T> {
+    Decision {
+        value: answer.value,
+        plugin: plugin.label(),
+        fallback,
+        logs: answer.logs,
+    }
+}

@@ -1,0 +1,348 @@
+//! What a plugin's store holds, and the host functions it may call.
+
+use std::io::Read;
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wait_timeout::ChildExt;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, format_err};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::ferry::plugin::installer_host::CommandOutput;
+use crate::bindings::ferry::plugin::types::LogLevel;
+use crate::bindings::ferry::plugin::{host, installer_host, types};
+
+/// The most output kept of each stream of a command.
+const MAX_COMMAND_OUTPUT: u64 = 1024 * 1024;
+/// The longest log line kept from a plugin.
+const MAX_LOG_LINE: usize = 4096;
+/// The most log lines kept per store when logs are captured.
+const MAX_CAPTURED_LOGS: usize = 1000;
+/// The `PATH` commands run with: system directories only.
+const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Receives an installer's progress reports.
+pub type ProgressSink = Arc<dyn Fn(&str, u8, &str) + Send + Sync>;
+
+/// A log line a plugin wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// How important.
+    pub level: LogLevel,
+    /// What it said.
+    pub message: String,
+}
+
+/// The data of one plugin store.
+pub(crate) struct HostState {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) config: Arc<str>,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) capture_logs: bool,
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) installer: Option<InstallerGrants>,
+}
+
+/// What an installer call may touch.
+pub(crate) struct InstallerGrants {
+    /// Directories it may write, as the plugin sees them (the same path as
+    /// on the host).
+    pub(crate) directories: Vec<PathBuf>,
+    /// Programs it may run.
+    pub(crate) commands: Vec<String>,
+    /// When the whole call must be over.
+    pub(crate) deadline: Instant,
+    /// Where progress goes.
+    pub(crate) progress: Option<ProgressSink>,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        config: Arc<str>,
+        wasi: WasiCtx,
+        memory_bytes: usize,
+        capture_logs: bool,
+    ) -> HostState {
+        HostState {
+            plugin,
+            config,
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: memory_bytes,
+                hit: false,
+            },
+            capture_logs,
+            logs: Vec::new(),
+            installer: None,
+        }
+    }
+}
+
+/// Caps a store's linear memory and remembers whether the cap was hit, so a
+/// failed call can say why.
+pub(crate) struct MemoryLimiter {
+    max_bytes: usize,
+    pub(crate) hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Err(format_err!(
+                "memory limit of {} MiB reached (asked for {} MiB)",
+                self.max_bytes >> 20,
+                desired >> 20
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str(" [truncated]");
+        }
+        let plugin = &*self.plugin;
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+        if self.capture_logs && self.logs.len() < MAX_CAPTURED_LOGS {
+            self.logs.push(LogLine { level, message });
+        }
+    }
+
+    fn config(&mut self) -> String {
+        self.config.to_string()
+    }
+
+    fn now(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+impl installer_host::Host for HostState {
+    fn run_command(
+        &mut self,
+        program: String,
+        args: Vec<String>,
+        timeout_ms: u32,
+    ) -> Result<CommandOutput, String> {
+        let Some(grants) = &self.installer else {
+            return Err("only installers may run commands".into());
+        };
+        if !grants.commands.contains(&program) {
+            let granted = if grants.commands.is_empty() {
+                "none".to_string()
+            } else {
+                grants.commands.join(", ")
+            };
+            tracing::warn!(
+                plugin = &*self.plugin,
+                program,
+                "refused a command not on the allow-list"
+            );
+            return Err(format!(
+                "command {program:?} is not on this plugin's allow-list (granted: {granted}); \
+                 grant it under [plugins.grants.{}] commands in the node's configuration",
+                self.plugin
+            ));
+        }
+        let remaining = grants.deadline.saturating_duration_since(Instant::now());
+        let timeout = Duration::from_millis(timeout_ms.into()).min(remaining);
+        run(&program, &args, timeout).map_err(|e| format!("{program}: {e}"))
+    }
+
+    fn set_mode(&mut self, path: String, mode: u32) -> Result<(), String> {
+        let Some(grants) = &self.installer else {
+            return Err("only installers may set file modes".into());
+        };
+        if mode > 0o777 {
+            return Err(format!(
+                "mode {mode:o} for {path}: only permission bits (at most 0o777) may be set"
+            ));
+        }
+        let host_path = writable_path(&grants.directories, Path::new(&path))?;
+        set_permissions(&host_path, mode).map_err(|e| format!("{path}: {e}"))
+    }
+
+    fn progress(&mut self, percent: u8, message: String) {
+        if let Some(sink) = self.installer.as_ref().and_then(|g| g.progress.clone()) {
+            sink(&self.plugin, percent.min(100), &message);
+        }
+    }
+}
+
+/// Maps a path the plugin named to the host path, if it lies inside a
+/// directory the plugin may write and does not leave it through `..` or a
+/// symlink.
+fn writable_path(directories: &[PathBuf], path: &Path) -> Result<PathBuf, String> {
+    let shown = path.display();
+    if !path.is_absolute() {
+        return Err(format!(
+            "{shown}: give the absolute path inside a granted directory"
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, PathPart::ParentDir | PathPart::CurDir))
+    {
+        return Err(format!("{shown}: '..' and '.' are not allowed"));
+    }
+    let root = directories
+        .iter()
+        .find(|d| path.starts_with(d))
+        .ok_or_else(|| format!("{shown} is outside the directories granted to this plugin"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if meta.file_type().is_symlink() {
+        return Err(format!("{shown} is a symlink; modes are set on files only"));
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| format!("{shown}: {e}"))?;
+    let real_root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if !real.starts_with(&real_root) {
+        return Err(format!(
+            "{shown} leads outside {} through a symlink",
+            root.display()
+        ));
+    }
+    Ok(real)
+}
+
+#[cfg(unix)]
+fn set_permissions(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_permissions(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// How long output is still collected after a command ended: a daemon it
+/// started may hold its pipes open for good.
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs a granted program without a shell, with a clean environment, in a
+/// process group of its own that is killed whole at `timeout`.
+fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<CommandOutput> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", COMMAND_PATH)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(out) = child.stdout.take() {
+        capture(out, 0, tx.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        capture(err, 1, tx);
+    }
+    let status = match child.wait_timeout(timeout)? {
+        Some(status) => status.code().unwrap_or(-1),
+        None => {
+            kill_group(&mut child);
+            child.wait()?;
+            -1
+        }
+    };
+    let mut streams = [Vec::new(), Vec::new()];
+    let until = Instant::now() + OUTPUT_GRACE;
+    for _ in 0..2 {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok((i, bytes)) => streams[i] = bytes,
+            Err(_) => break,
+        }
+    }
+    let [stdout, stderr] = streams;
+    Ok(CommandOutput {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Kills the command and everything it started in its process group.
+fn kill_group(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) with a negative pid signals the process group the
+        // child leads (it was spawned with process_group(0)); no memory is
+        // involved.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        return;
+    }
+    let _ = child.kill();
+}
+
+/// Reads a stream on its own thread, keeping the first MiB and draining the
+/// rest so the command never blocks on a full pipe; sends what it kept.
+fn capture(
+    mut stream: impl Read + Send + 'static,
+    index: usize,
+    done: std::sync::mpsc::Sender<(usize, Vec<u8>)>,
+) {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let _ = (&mut stream)
+            .take(MAX_COMMAND_OUTPUT)
+            .read_to_end(&mut kept);
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+        let _ = done.send((index, kept));
+    });
+}

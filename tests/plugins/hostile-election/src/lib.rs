@@ -1,0 +1,43 @@
+//! An election plugin that misbehaves as its configuration says, for the
+//! sandbox and fallback tests.
+
+use ferry_plugin_sdk::election::{ElectionPolicy, ElectionRequest};
+use serde::Deserialize;
+
+#[derive(Clone, Deserialize)]
+struct Config {
+    /// `smallest`, `largest`, `spin`, `membomb`, `panic`, `stranger`.
+    mode: String,
+}
+
+/// The plugin.
+pub struct Hostile;
+
+impl ElectionPolicy for Hostile {
+    fn elect(request: ElectionRequest) -> Result<String, String> {
+        let config: Config = ferry_plugin_sdk::config()?;
+        let mut ids: Vec<String> = request.volunteers.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        match config.mode.as_str() {
+            "smallest" => ids.first().cloned().ok_or_else(|| "no volunteers".into()),
+            "largest" => ids.last().cloned().ok_or_else(|| "no volunteers".into()),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "membomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "panic" => panic!("deliberate panic"),
+            "stranger" => Ok("nobody-volunteered-this".into()),
+            other => Err(format!("unknown mode {other}")),
+        }
+    }
+}
+
+ferry_plugin_sdk::export_election!(Hostile);

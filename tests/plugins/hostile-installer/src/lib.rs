@@ -1,0 +1,72 @@
+//! An installer that tries to leave its sandbox in the way its parameters
+//! say, for the sandbox tests. Each attack returns Ok only if it worked.
+
+use ferry_plugin_sdk::installer::{
+    InstallReport, InstallRequest, Installer, VerifyReport, run_command, set_mode,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Params {
+    /// `dotdot`, `absolute`, `symlink`, `read-outside`, `command`,
+    /// `set-mode-outside`, `write-granted`, `read-staged`.
+    attack: String,
+    /// A granted directory, as the plugin sees it.
+    granted: String,
+    /// A path outside every grant.
+    outside: String,
+}
+
+/// The plugin.
+pub struct Hostile;
+
+fn report(message: String) -> InstallReport {
+    InstallReport {
+        message,
+        files: Vec::new(),
+    }
+}
+
+impl Installer for Hostile {
+    fn install(request: InstallRequest) -> Result<InstallReport, String> {
+        let p: Params = toml::from_str(&request.params).map_err(|e| e.to_string())?;
+        let write = |path: &str| {
+            std::fs::write(path, b"escaped")
+                .map(|_| report(format!("wrote {path}")))
+                .map_err(|e| format!("{path}: {e}"))
+        };
+        match p.attack.as_str() {
+            "dotdot" => write(&format!("{}/../escaped-dotdot", p.granted)),
+            "absolute" => write(&format!("{}/escaped-absolute", p.outside)),
+            "symlink" => write(&format!("{}/link-out/escaped-symlink", p.granted)),
+            "read-outside" => std::fs::read_to_string(&p.outside)
+                .map(|t| report(format!("read {} bytes", t.len())))
+                .map_err(|e| format!("{}: {e}", p.outside)),
+            "command" => run_command("touch", &[format!("{}/escaped-command", p.outside)], 5000)
+                .map(|o| report(format!("ran, status {}", o.status))),
+            "set-mode-outside" => set_mode(&format!("{}/link-out/victim", p.granted), 0o777)
+                .map(|_| report("mode set".into())),
+            "write-granted" => write(&format!("{}/inside", p.granted)),
+            "read-staged" => {
+                let first = request.files.first().ok_or("no files")?;
+                std::fs::read(format!("{}/{}", request.staged_dir, first.path))
+                    .map(|b| report(format!("read {} bytes", b.len())))
+                    .map_err(|e| e.to_string())
+            }
+            other => Err(format!("unknown attack {other}")),
+        }
+    }
+
+    fn uninstall(_request: InstallRequest) -> Result<InstallReport, String> {
+        Ok(report("nothing".into()))
+    }
+
+    fn verify(_request: InstallRequest) -> Result<VerifyReport, String> {
+        Ok(VerifyReport {
+            intact: true,
+            problems: Vec::new(),
+        })
+    }
+}
+
+ferry_plugin_sdk::export_installer!(Hostile);
