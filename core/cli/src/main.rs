@@ -4,6 +4,7 @@
 mod client_cmds;
 mod hub_cmds;
 mod output;
+mod plugin;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,9 @@ enum Command {
     Fetch(client_cmds::FetchArgs),
     /// Withdraw a published version (publisher role).
     Unpublish(client_cmds::UnpublishArgs),
+    /// Write, inspect and try WebAssembly policy and installer plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
 }
 
 /// Where a client keeps its credentials: `--data`, then `FERRY_DATA`, then
@@ -97,8 +101,15 @@ fn main() -> std::process::ExitCode {
             Command::Packages(args) => client_cmds::packages(args).await,
             Command::Fetch(args) => client_cmds::fetch(args).await,
             Command::Unpublish(args) => client_cmds::unpublish(args).await,
+            // Plugin calls block, and WASI's synchronous calls drive their
+            // own futures: run them off the async threads.
+            Command::Plugin(cmd) => tokio::task::spawn_blocking(move || plugin::run(cmd)).await?,
         }
     });
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
