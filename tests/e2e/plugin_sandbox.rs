@@ -1,0 +1,357 @@
+//! The sandbox: misbehaving plugins built from `tests/plugins/` run through
+//! the real host. Each is stopped or refused, the node keeps answering, and
+//! the built-in decides in place of a failed policy.
+
+use std::time::{Duration, Instant};
+
+use ferry_e2e::plugins::{
+    candidate, election, engine, fixture_wasm, manifest, registry, write_plugin,
+};
+use ferry_plugin::{
+    Grant, InstallAction, InstallJob, InstallRequest, Kind, Manifest, Origin, Plugin, PluginError,
+    PluginSettings, StagedFile,
+};
+
+fn hostile_election(mode: &str, limits: &str) -> Plugin {
+    let text = manifest(
+        "hostile",
+        "1.0.0",
+        Kind::Election,
+        &format!("[limits]\n{limits}\n[config]\nmode = \"{mode}\""),
+    );
+    let manifest = Manifest::parse(&text, "test").unwrap();
+    Plugin::load(
+        &engine(),
+        manifest,
+        Origin::Builtin,
+        &fixture_wasm("hostile-election"),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
+fn volunteers() -> ferry_plugin::ElectionRequest {
+    election(vec![candidate("b"), candidate("a"), candidate("c")])
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_its_deadline_and_the_host_keeps_answering() {
+    let spinning = hostile_election("spin", "timeout-ms = 50");
+    let started = Instant::now();
+    let err = spinning
+        .elect(&volunteers())
+        .err()
+        .expect("a spinning plugin fails");
+    let took = started.elapsed();
+    assert!(err.to_string().contains("time limit of 50 ms"), "{err}");
+    assert!(err.to_string().contains("hostile"), "{err}");
+    // Stopped near its deadline, not by a test timeout.
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    // Again: the trapped instance was dropped, a new one spins and is stopped.
+    assert!(spinning.elect(&volunteers()).is_err());
+
+    // The same plugin in a sane mode, on the same engine, still answers.
+    let fine = hostile_election("smallest", "timeout-ms = 50");
+    assert_eq!(fine.elect(&volunteers()).unwrap().value, "a");
+}
+
+#[test]
+fn a_memory_bomb_hits_the_limit() {
+    let bomb = hostile_election("membomb", "memory-mib = 16\ntimeout-ms = 5000");
+    let err = bomb
+        .elect(&volunteers())
+        .err()
+        .expect("a memory bomb fails");
+    assert!(err.to_string().contains("memory limit of 16 MiB"), "{err}");
+}
+
+#[test]
+fn a_panic_is_a_failed_call_not_a_crash() {
+    let err = hostile_election("panic", "")
+        .elect(&volunteers())
+        .err()
+        .expect("a panicking plugin fails");
+    assert!(err.to_string().contains("trapped"), "{err}");
+}
+
+#[test]
+fn a_winner_that_did_not_volunteer_is_nonsense() {
+    let err = hostile_election("stranger", "")
+        .elect(&volunteers())
+        .err()
+        .expect("nonsense is refused");
+    assert!(matches!(err, PluginError::Nonsense { .. }), "{err}");
+}
+
+/// A site election plugin that fails in each way: the node logs it and the
+/// built-in `score` decides; the decision says so.
+#[test]
+fn a_failing_site_policy_falls_back_to_the_built_in() {
+    for mode in ["spin", "panic", "stranger", "membomb"] {
+        let site = tempfile::tempdir().unwrap();
+        write_plugin(
+            site.path(),
+            "hostile",
+            &manifest(
+                "hostile",
+                "1.0.0",
+                Kind::Election,
+                &format!("[limits]\ntimeout-ms = 50\nmemory-mib = 16\n[config]\nmode = \"{mode}\""),
+            ),
+            &fixture_wasm("hostile-election"),
+        );
+        let registry = registry(PluginSettings {
+            dir: Some(site.path().to_path_buf()),
+            election: "hostile".into(),
+            ..PluginSettings::default()
+        });
+        let decision = registry.elect(&volunteers()).expect("the built-in decides");
+        assert!(
+            decision.plugin.contains("score"),
+            "{mode}: {}",
+            decision.plugin
+        );
+        let reason = decision.fallback.expect("the fallback is reported");
+        assert!(reason.contains("hostile"), "{mode}: {reason}");
+        // The built-in's answer, as the built-in gives it directly.
+        let direct = registry
+            .get(Kind::Election, "score")
+            .unwrap()
+            .elect(&volunteers())
+            .unwrap();
+        assert_eq!(decision.value, direct.value, "{mode}");
+    }
+}
+
+#[test]
+fn a_plugin_built_against_another_contract_is_refused_with_what_it_needs() {
+    let text = manifest("future", "1.0.0", Kind::Election, "");
+    let err = Plugin::load(
+        &engine(),
+        Manifest::parse(&text, "test").unwrap(),
+        Origin::Builtin,
+        &fixture_wasm("future-contract"),
+        None,
+        None,
+    )
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        matches!(err, PluginError::IncompatibleContract { .. }),
+        "{text}"
+    );
+    assert!(text.contains("ferry:plugin@0.2.0"), "{text}");
+    assert!(text.contains("ferry:plugin@0.1.0"), "{text}");
+    assert!(text.contains("upgrade Ferry"), "{text}");
+
+    // Declaring a contract this node lacks in plugin.toml is refused too.
+    let text = manifest("future", "1.0.0", Kind::Election, "").replace("\"0.1\"", "\"0.2\"");
+    let err = Manifest::parse(&text, "plugin.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ferry:plugin@^0.2") && err.contains("0.1.0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_component_of_another_kind_is_refused() {
+    let text = manifest("mislabelled", "1.0.0", Kind::Schedule, "");
+    let err = Plugin::load(
+        &engine(),
+        Manifest::parse(&text, "test").unwrap(),
+        Origin::Builtin,
+        &fixture_wasm("hostile-election"),
+        None,
+        None,
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("kind = \"schedule\""), "{err}");
+}
+
+/// A host directory laid out for the installer attacks: a granted
+/// directory holding a symlink out, and an outside directory with a file
+/// an attacker would like to change.
+struct Arena {
+    _tmp: tempfile::TempDir,
+    granted: std::path::PathBuf,
+    outside: std::path::PathBuf,
+    staged: std::path::PathBuf,
+}
+
+impl Arena {
+    fn new() -> Arena {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let granted = root.join("granted");
+        let outside = root.join("outside");
+        let staged = root.join("staged");
+        for d in [&granted, &outside, &staged] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(outside.join("victim"), "secret").unwrap();
+        std::fs::write(staged.join("payload"), "payload").unwrap();
+        std::os::unix::fs::symlink(&outside, granted.join("link-out")).unwrap();
+        Arena {
+            _tmp: tmp,
+            granted,
+            outside,
+            staged,
+        }
+    }
+
+    /// Runs the hostile installer with `attack`, granting it the granted
+    /// directory and `commands`.
+    fn attack(&self, attack: &str, commands: &[&str]) -> Result<String, PluginError> {
+        let text = manifest(
+            "hostile",
+            "1.0.0",
+            Kind::Installer,
+            "[permissions]\ndirectories = true\ncommands = [\"*\"]\n[limits]\ntimeout-ms = 10000",
+        );
+        let grant = Grant {
+            directories: vec![self.granted.clone()],
+            commands: commands.iter().map(|c| c.to_string()).collect(),
+            hosts: Vec::new(),
+        };
+        let plugin = Plugin::load(
+            &engine(),
+            Manifest::parse(&text, "test").unwrap(),
+            Origin::Builtin,
+            &fixture_wasm("hostile-installer"),
+            None,
+            Some(&grant),
+        )
+        .unwrap();
+        let params = format!(
+            "attack = {attack:?}\ngranted = {:?}\noutside = {:?}\n",
+            self.granted.display().to_string(),
+            self.outside.display().to_string()
+        );
+        let job = InstallJob {
+            staged_dir: self.staged.clone(),
+            request: InstallRequest {
+                package: "evil".into(),
+                version: "1.0.0".into(),
+                staged_dir: String::new(),
+                files: vec![StagedFile {
+                    path: "payload".into(),
+                    mode: 0o644,
+                    size: 7,
+                }],
+                params,
+                previous_version: None,
+            },
+            progress: None,
+        };
+        plugin
+            .install(InstallAction::Install, &job)
+            .map(|a| a.value.message)
+    }
+
+    /// What lies outside the grant, apart from the victim file.
+    fn escaped(&self) -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(&self.outside)
+            .unwrap()
+            .chain(std::fs::read_dir(self.granted.parent().unwrap()).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("escaped"))
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+#[test]
+fn an_installer_cannot_leave_its_granted_directories() {
+    let arena = Arena::new();
+    // The control: writing inside the grant and reading the staged package
+    // work, so the refusals below are the sandbox's doing.
+    arena
+        .attack("write-granted", &[])
+        .expect("writes inside the grant");
+    assert!(arena.granted.join("inside").exists());
+    arena
+        .attack("read-staged", &[])
+        .expect("reads the staged package");
+
+    for attack in ["dotdot", "absolute", "symlink", "read-outside"] {
+        let err = arena.attack(attack, &[]).err();
+        assert!(err.is_some(), "{attack} was not refused");
+    }
+    assert_eq!(arena.escaped(), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read_to_string(arena.outside.join("victim")).unwrap(),
+        "secret"
+    );
+}
+
+#[test]
+fn set_mode_through_a_symlink_out_of_the_grant_is_refused() {
+    let arena = Arena::new();
+    let before = std::fs::metadata(arena.outside.join("victim"))
+        .unwrap()
+        .permissions();
+    let err = arena.attack("set-mode-outside", &[]).expect_err("refused");
+    assert!(
+        err.to_string().contains("outside") || err.to_string().contains("symlink"),
+        "{err}"
+    );
+    let after = std::fs::metadata(arena.outside.join("victim"))
+        .unwrap()
+        .permissions();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_command_not_on_the_allow_list_is_refused() {
+    let arena = Arena::new();
+    let err = arena.attack("command", &["true"]).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"touch\" is not on this plugin's allow-list"),
+        "{text}"
+    );
+    assert!(text.contains("granted: true"), "{text}");
+    assert_eq!(arena.escaped(), Vec::<String>::new());
+
+    // Granted by the node but not asked for by the plugin: still refused.
+    let text = manifest("asks-nothing", "1.0.0", Kind::Installer, "");
+    let grant = Grant {
+        commands: vec!["touch".into()],
+        ..Grant::default()
+    };
+    let plugin = Plugin::load(
+        &engine(),
+        Manifest::parse(&text, "test").unwrap(),
+        Origin::Builtin,
+        &fixture_wasm("hostile-installer"),
+        None,
+        Some(&grant),
+    )
+    .unwrap();
+    assert!(plugin.grant().commands.is_empty());
+    assert!(plugin.grant().directories.is_empty());
+
+    // Granted and asked for: it runs (the control).
+    arena
+        .attack("command", &["touch"])
+        .expect("granted command runs");
+    assert_eq!(arena.escaped(), vec!["escaped-command".to_string()]);
+}
+
+#[test]
+fn policies_may_not_ask_for_directories_or_commands() {
+    let text = manifest(
+        "greedy",
+        "1.0.0",
+        Kind::Election,
+        "[permissions]\ncommands = [\"sh\"]",
+    );
+    let err = Manifest::parse(&text, "plugin.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only installers"), "{err}");
+}
