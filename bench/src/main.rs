@@ -2,6 +2,8 @@
 //! anchor tools they compare Ferry with. Each subcommand prints one JSON
 //! object so the scripts can compute ratios.
 
+mod plugins;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -53,6 +55,13 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         mib: usize,
     },
+    /// Per-call latency of each kind of default plugin through the host and
+    /// compiled natively, and the cost of loading and instantiating one.
+    Plugins {
+        /// Calls timed per kind (installers: a fortieth of it).
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +94,9 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(out, edited(&std::fs::read(input)?, scattered))?;
         }
         Command::Sweep { mib } => sweep(mib << 20),
+        Command::Plugins { calls } => {
+            println!("{}", plugins::run(calls)?);
+        }
     }
     Ok(())
 }
