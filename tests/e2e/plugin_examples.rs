@@ -4,8 +4,9 @@
 //!
 //! The Rust examples build into `target/ferry-examples` beside the ferry
 //! binary's profile directory, so repeated runs are incremental and the
-//! source tree stays clean; the Python example needs `componentize-py` and
-//! fails, never skips, without it.
+//! source tree stays clean; the Python example uses `componentize-py` from
+//! `PATH` or installs the pinned version into a virtual environment there,
+//! and fails, never skips, when it cannot.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -341,6 +342,46 @@ name = "my app"
     assert!(!conf.exists(), "uninstall left {}", conf.display());
 }
 
+/// `componentize-py` at the version the example pins: the one on `PATH`
+/// if it is that version, else one installed from PyPI into a virtual
+/// environment under the target directory (kept for the next run), so the
+/// test suite needs only Python 3.11 with `venv`.
+fn componentize_py(dir: &Path) -> PathBuf {
+    let pinned = pinned_componentize_py(dir);
+    let wanted = format!("componentize-py {pinned}");
+    let version = |program: &Path| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let on_path = PathBuf::from("componentize-py");
+    if version(&on_path).as_deref() == Some(wanted.as_str()) {
+        return on_path;
+    }
+    let venv = examples_target().join("python-venv");
+    let installed = venv.join("bin/componentize-py");
+    if version(&installed).as_deref() != Some(wanted.as_str()) {
+        let hint =
+            "needs python3 with venv (Debian: apt-get install python3-venv) and access to PyPI";
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        run(create, &format!("python3 -m venv ({hint})"));
+        let mut install = Command::new(venv.join("bin/pip"));
+        install
+            .args(["install", "--quiet", "-r"])
+            .arg(dir.join("requirements.txt"));
+        run(
+            install,
+            &format!("pip install componentize-py=={pinned} ({hint})"),
+        );
+    }
+    assert_eq!(version(&installed).as_deref(), Some(wanted.as_str()));
+    installed
+}
+
 /// The componentize-py version requirements.txt pins.
 fn pinned_componentize_py(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("requirements.txt")).expect("requirements.txt");
@@ -354,23 +395,7 @@ fn pinned_componentize_py(dir: &Path) -> String {
 #[test]
 fn schedule_python_builds_with_componentize_py_and_decides_as_documented() {
     let dir = example("schedule-python");
-    let install_hint = "run `pip install -r examples/schedule-python/requirements.txt`";
-    let pinned = pinned_componentize_py(&dir);
-    let version = match Command::new("componentize-py").arg("--version").output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        Ok(out) => panic!(
-            "componentize-py --version failed ({}): {}; {install_hint}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!("componentize-py is not installed ({e}); {install_hint}"),
-    };
-    assert_eq!(
-        version,
-        format!("componentize-py {pinned}"),
-        "the example is written for componentize-py {pinned}; {install_hint}"
-    );
-
+    let componentize_py = componentize_py(&dir);
     // The rules' own unit tests, natively.
     let mut unittest = Command::new("python3");
     unittest
@@ -382,7 +407,7 @@ fn schedule_python_builds_with_componentize_py_and_decides_as_documented() {
     // The README's build, with the component written to scratch space.
     let scratch = tempfile::tempdir().expect("temporary directory");
     let wasm = scratch.path().join("schedule.wasm");
-    let mut build = Command::new("componentize-py");
+    let mut build = Command::new(&componentize_py);
     build
         .args([
             "--wit-path",
