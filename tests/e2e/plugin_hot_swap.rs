@@ -122,3 +122,45 @@ fn swapping_a_plugin_under_concurrent_calls_fails_no_call() {
     // The workers saw the versions change under them.
     assert!(seen_all.len() >= 3, "{seen_all:?}");
 }
+
+#[test]
+fn two_directories_with_the_same_plugin_do_not_take_turns() {
+    let site = tempfile::tempdir().unwrap();
+    let wasm = fixture_wasm("hostile-election");
+    write_plugin(site.path(), "a-score", &hostile("1.0.0", "smallest"), &wasm);
+    write_plugin(site.path(), "b-score", &hostile("2.0.0", "largest"), &wasm);
+    let (registry, report) = Registry::new(
+        ferry_e2e::plugins::engine(),
+        PluginSettings {
+            dir: Some(site.path().to_path_buf()),
+            ..PluginSettings::default()
+        },
+        ferry_e2e::plugins::builtins(),
+    )
+    .unwrap();
+    assert_eq!(report.loaded, ["election/score@1.0.0"]);
+    assert!(
+        report.failed[0].contains("already provided by"),
+        "{report:?}"
+    );
+    // Checked again, nothing changes: no reload, no flip to the other.
+    let again = registry.reload();
+    assert!(
+        again.loaded.is_empty() && again.removed.is_empty(),
+        "{again:?}"
+    );
+    assert!(
+        registry
+            .elect(&election(vec![candidate("a"), candidate("z")]))
+            .unwrap()
+            .plugin
+            .contains("1.0.0")
+    );
+    assert_eq!(registry.problems().len(), 1);
+
+    // The first one goes: the second takes over; its problem is gone.
+    std::fs::remove_dir_all(site.path().join("a-score")).unwrap();
+    let report = registry.reload();
+    assert_eq!(report.loaded, ["election/score@2.0.0"], "{report:?}");
+    assert!(registry.problems().is_empty(), "{:?}", registry.problems());
+}

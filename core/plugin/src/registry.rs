@@ -57,10 +57,14 @@ pub struct ReloadReport {
 
 type Key = (Kind, String);
 
-/// A site plugin and the file stamps it was loaded from.
+/// The shortest interval between checks of the plugin directory.
+const MIN_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A site plugin, the directory and the file stamps it was loaded from.
 struct Site {
     plugin: Arc<Plugin>,
     stamp: Stamp,
+    dir: PathBuf,
 }
 
 /// Modification times and sizes of a plugin's two files.
@@ -75,7 +79,8 @@ pub struct Registry {
     site: RwLock<BTreeMap<Key, Site>>,
     /// Directories whose last load failed, with the stamp seen then, so a
     /// broken file is reported once, not at every check.
-    failed: Mutex<BTreeMap<PathBuf, (Stamp, String)>>,
+    failed: Mutex<BTreeMap<PathBuf, (Option<Stamp>, String)>>,
+    reloading: Mutex<()>,
 }
 
 impl Registry {
@@ -86,6 +91,15 @@ impl Registry {
         settings: PluginSettings,
         builtins: &[BuiltinPlugin],
     ) -> Result<(Registry, ReloadReport), PluginError> {
+        if settings.reload_every < MIN_RELOAD_EVERY {
+            return Err(PluginError::Manifest {
+                path: "[plugins]".into(),
+                reason: format!(
+                    "reload-every = {:?} is too often; at least {:?}",
+                    settings.reload_every, MIN_RELOAD_EVERY
+                ),
+            });
+        }
         let mut table = BTreeMap::new();
         for builtin in builtins {
             let manifest = Manifest::parse(builtin.manifest, "built-in plugin.toml")?;
@@ -110,10 +124,22 @@ impl Registry {
             builtin_loaded: Mutex::new(BTreeMap::new()),
             site: RwLock::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
+            reloading: Mutex::new(()),
         };
         let report = registry.reload();
         for kind in [Kind::Transport, Kind::Schedule, Kind::Election] {
-            registry.policy(kind)?;
+            registry
+                .policy(kind)
+                .map_err(|e| match report.failed.is_empty() {
+                    true => e,
+                    false => PluginError::Manifest {
+                        path: "[plugins]".into(),
+                        reason: format!(
+                            "{e}; plugins that did not load: {}",
+                            report.failed.join("; ")
+                        ),
+                    },
+                })?;
         }
         Ok((registry, report))
     }
@@ -128,6 +154,8 @@ impl Registry {
     /// copying a file over a running node never breaks it; calls in flight
     /// finish on the version they started with.
     pub fn reload(&self) -> ReloadReport {
+        // One reload at a time: each removes what it did not see.
+        let _reloading = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = ReloadReport::default();
         let Some(dir) = &self.settings.dir else {
             return report;
@@ -140,73 +168,124 @@ impl Registry {
                 return report;
             }
         };
-        let mut present = Vec::new();
-        for (plugin_dir, stamp) in found {
-            let known = self
-                .site_read()
-                .values()
-                .find_map(|s| match s.plugin.origin() {
-                    Origin::Directory(d) if *d == plugin_dir => Some((
-                        s.stamp,
-                        s.plugin.manifest().kind,
-                        s.plugin.name().to_string(),
-                    )),
-                    _ => None,
-                });
-            if let Some((old_stamp, kind, name)) = &known
+        // Which directory provides each (kind, name) after this reload.
+        let mut present: BTreeMap<Key, PathBuf> = BTreeMap::new();
+        for (plugin_dir, stamp) in &found {
+            let stamp = match stamp {
+                Ok(stamp) => *stamp,
+                Err(e) => {
+                    let why = format!("{}: {e}", plugin_dir.display());
+                    self.fail(plugin_dir, None, why, &mut report);
+                    self.keep_loaded(plugin_dir, &mut present);
+                    continue;
+                }
+            };
+            let loaded = self.loaded_from(plugin_dir);
+            if let Some((old_stamp, key)) = &loaded
                 && *old_stamp == stamp
             {
-                present.push((*kind, name.clone()));
+                self.failed_lock().remove(plugin_dir);
+                present.insert(key.clone(), plugin_dir.clone());
                 continue;
             }
-            if self.failed_lock().get(&plugin_dir).map(|f| f.0) == Some(stamp) {
-                if let Some((_, kind, name)) = known {
-                    present.push((kind, name));
-                }
+            if self.failed_lock().get(plugin_dir).map(|f| f.0) == Some(Some(stamp)) {
+                self.keep_loaded(plugin_dir, &mut present);
                 continue;
             }
-            match self.load_dir(&plugin_dir) {
-                Ok(plugin) => {
-                    let key = (plugin.manifest().kind, plugin.name().to_string());
-                    let label = format!("{}/{}@{}", key.0, key.1, plugin.manifest().version);
-                    tracing::info!(plugin = %label, dir = %plugin_dir.display(), "plugin loaded");
-                    self.failed_lock().remove(&plugin_dir);
-                    let mut site = self.site_write();
-                    // A plugin that changed its name or kind leaves its old key.
-                    site.retain(|_, s| !matches!(s.plugin.origin(), Origin::Directory(d) if *d == plugin_dir));
-                    site.insert(
-                        key.clone(),
-                        Site {
-                            plugin: Arc::new(plugin),
-                            stamp,
-                        },
-                    );
-                    present.push(key);
-                    report.loaded.push(label);
-                }
+            // Two directories providing one plugin: the first (by name) wins,
+            // checked on the manifest alone so the other is not compiled at
+            // every check.
+            if let Some((key, other)) = manifest_key(plugin_dir)
+                .and_then(|key| present.get(&key).map(|other| (key, other.clone())))
+            {
+                let why = format!(
+                    "{}: {} plugin {:?} is already provided by {}; remove one of them",
+                    plugin_dir.display(),
+                    key.0,
+                    key.1,
+                    other.display()
+                );
+                self.fail(plugin_dir, None, why, &mut report);
+                continue;
+            }
+            let plugin = match self.load_dir(plugin_dir) {
+                Ok(plugin) => plugin,
                 Err(e) => {
-                    tracing::error!(dir = %plugin_dir.display(), error = %e, "plugin not loaded; the previous version stays in use");
-                    self.failed_lock()
-                        .insert(plugin_dir.clone(), (stamp, e.to_string()));
-                    report.failed.push(e.to_string());
-                    if let Some((_, kind, name)) = known {
-                        present.push((kind, name));
-                    }
+                    self.fail(plugin_dir, Some(stamp), e.to_string(), &mut report);
+                    self.keep_loaded(plugin_dir, &mut present);
+                    continue;
                 }
+            };
+            let key = (plugin.manifest().kind, plugin.name().to_string());
+            let label = format!("{}/{}@{}", key.0, key.1, plugin.manifest().version);
+            tracing::info!(plugin = %label, dir = %plugin_dir.display(), "plugin loaded");
+            self.failed_lock().remove(plugin_dir);
+            let mut site = self.site_write();
+            // A plugin that changed its name or kind leaves its old key.
+            let renamed: Vec<Key> = site
+                .iter()
+                .filter(|(k, s)| **k != key && s.dir == *plugin_dir)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for old in renamed {
+                site.remove(&old);
+                report.removed.push(format!("{}/{}", old.0, old.1));
             }
+            site.insert(
+                key.clone(),
+                Site {
+                    plugin: Arc::new(plugin),
+                    stamp,
+                    dir: plugin_dir.clone(),
+                },
+            );
+            present.insert(key, plugin_dir.clone());
+            report.loaded.push(label);
         }
         let mut site = self.site_write();
         let gone: Vec<Key> = site
-            .keys()
-            .filter(|k| !present.contains(k))
-            .cloned()
+            .iter()
+            .filter(|(k, s)| present.get(*k) != Some(&s.dir))
+            .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
             site.remove(&key);
             tracing::info!(kind = %key.0, name = %key.1, "plugin removed from the plugin directory");
             report.removed.push(format!("{}/{}", key.0, key.1));
         }
+        drop(site);
+        // Problems of directories that are gone are gone too.
+        self.failed_lock()
+            .retain(|d, _| found.iter().any(|(f, _)| f == d));
         report
+    }
+
+    /// The stamp and key of the plugin loaded from `dir`, if any.
+    fn loaded_from(&self, dir: &Path) -> Option<(Stamp, Key)> {
+        self.site_read()
+            .iter()
+            .find(|(_, s)| s.dir == dir)
+            .map(|(k, s)| (s.stamp, k.clone()))
+    }
+
+    /// Keeps what `dir` provided before, if anything, when its files now fail.
+    fn keep_loaded(&self, dir: &Path, present: &mut BTreeMap<Key, PathBuf>) {
+        if let Some((_, key)) = self.loaded_from(dir) {
+            present.entry(key).or_insert_with(|| dir.to_path_buf());
+        }
+    }
+
+    /// Records that `dir` does not load; logged once per change of its files.
+    fn fail(&self, dir: &Path, stamp: Option<Stamp>, why: String, report: &mut ReloadReport) {
+        let mut failed = self.failed_lock();
+        let known = failed
+            .get(dir)
+            .is_some_and(|(s, w)| *s == stamp && *w == why);
+        if !known {
+            tracing::error!(dir = %dir.display(), error = %why, "plugin not loaded; the previous version, if any, stays in use");
+        }
+        failed.insert(dir.to_path_buf(), (stamp, why.clone()));
+        report.failed.push(why);
     }
 
     /// Plugin directories whose current files do not load, and why. Their
@@ -353,14 +432,18 @@ impl Registry {
         kind: Kind,
         call: impl Fn(&Plugin) -> Result<Answer<T>, PluginError>,
     ) -> Result<Decision<T>, PluginError> {
-        let chosen = self.policy(kind)?;
-        let err = match call(&chosen) {
-            Ok(answer) => return Ok(decision(&chosen, answer, None)),
-            Err(err) => err,
-        };
         let default = kind.default_plugin().unwrap_or_default();
+        // A configured plugin that is missing (its directory removed or half
+        // copied) is a failure like any other: the built-in decides.
+        let (err, chosen) = match self.policy(kind) {
+            Ok(chosen) => match call(&chosen) {
+                Ok(answer) => return Ok(decision(&chosen, answer, None)),
+                Err(err) => (err, Some(chosen)),
+            },
+            Err(err) => (err, None),
+        };
         let builtin = match self.builtin(kind, default) {
-            Ok(b) if !Arc::ptr_eq(&b, &chosen) => b,
+            Ok(b) if chosen.as_ref().is_none_or(|c| !Arc::ptr_eq(&b, c)) => b,
             _ => return Err(err),
         };
         tracing::warn!(error = %err, fallback = %builtin.label(), "plugin failed; the built-in decides");
@@ -469,7 +552,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
-    fn failed_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, (Stamp, String)>> {
+    fn failed_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, (Option<Stamp>, String)>> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -487,6 +570,13 @@ impl Drop for WatchHandle {
             let _ = t.join();
         }
     }
+}
+
+/// The kind and name a plugin directory's manifest declares, if it parses.
+fn manifest_key(dir: &Path) -> Option<Key> {
+    let text = std::fs::read_to_string(dir.join("plugin.toml")).ok()?;
+    let manifest = Manifest::parse(&text, "plugin.toml").ok()?;
+    Some((manifest.kind, manifest.name))
 }
 
 /// Reads a plugin directory: `plugin.toml` and `NAME.wasm`.
@@ -507,29 +597,38 @@ pub fn read_plugin_dir(dir: &Path) -> Result<(Manifest, Vec<u8>), PluginError> {
     Ok((manifest, wasm))
 }
 
-/// The plugin subdirectories of `dir` and their file stamps.
-fn scan(dir: &Path) -> std::io::Result<Vec<(PathBuf, Stamp)>> {
+/// The plugin subdirectories of `dir` (those holding a plugin.toml) and
+/// their file stamps, or why a subdirectory could not be read.
+fn scan(dir: &Path) -> std::io::Result<Vec<(PathBuf, std::io::Result<Stamp>)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let manifest = path.join("plugin.toml");
-        let Ok(meta) = std::fs::metadata(&manifest) else {
+        // An entry removed while listed is simply not there.
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        let Ok(meta) = std::fs::metadata(path.join("plugin.toml")) else {
             continue;
         };
-        // The wasm file's name comes from the manifest; stamp every .wasm in
-        // the directory so a replaced component is seen.
-        let mut wasm_stamp = (None, 0);
-        for file in std::fs::read_dir(&path)?.flatten() {
-            if file.path().extension().is_some_and(|e| e == "wasm")
-                && let Ok(m) = file.metadata()
-            {
-                wasm_stamp = (m.modified().ok().max(wasm_stamp.0), m.len() + wasm_stamp.1);
-            }
-        }
-        found.push((path, [(meta.modified().ok(), meta.len()), wasm_stamp]));
+        let stamp = stamp(&path, &meta);
+        found.push((path, stamp));
     }
-    found.sort();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
+}
+
+/// The stamps of a plugin directory's manifest and components. The wasm
+/// file's name comes from the manifest, so every .wasm is stamped;
+/// symlinks are followed, so a link to a rebuilt file is seen to change.
+fn stamp(dir: &Path, manifest: &std::fs::Metadata) -> std::io::Result<Stamp> {
+    let mut wasm_stamp = (None, 0);
+    for file in std::fs::read_dir(dir)?.flatten() {
+        let path = file.path();
+        if path.extension().is_some_and(|e| e == "wasm")
+            && let Ok(m) = std::fs::metadata(&path)
+        {
+            wasm_stamp = (m.modified().ok().max(wasm_stamp.0), m.len() + wasm_stamp.1);
+        }
+    }
+    Ok([(manifest.modified().ok(), manifest.len()), wasm_stamp])
 }
 
 fn decision<T>(plugin: &Plugin, answer: Answer<T>, fallback: Option<String>) -> Decision<T> {
