@@ -28,10 +28,7 @@ pub fn run(calls: usize) -> anyhow::Result<Value> {
         || {
             use sdk::election::ElectionPolicy;
             let request = native_request.clone();
-            let t = Instant::now();
-            let winner = ferry_plugin_election_score::Score::elect(request);
-            std::hint::black_box(winner).map_err(anyhow::Error::msg)?;
-            Ok(t.elapsed())
+            timed(|| ferry_plugin_election_score::Score::elect(request))
         },
     )?);
 
@@ -48,10 +45,7 @@ pub fn run(calls: usize) -> anyhow::Result<Value> {
         || {
             use sdk::election::ElectionPolicy;
             let request = native_one.clone();
-            let t = Instant::now();
-            let winner = ferry_plugin_election_score::Score::elect(request);
-            std::hint::black_box(winner).map_err(anyhow::Error::msg)?;
-            Ok(t.elapsed())
+            timed(|| ferry_plugin_election_score::Score::elect(request))
         },
     )?);
 
@@ -67,10 +61,7 @@ pub fn run(calls: usize) -> anyhow::Result<Value> {
         || {
             use sdk::transport::TransportPolicy;
             let request = native_request.clone();
-            let t = Instant::now();
-            let plan = ferry_plugin_transport_default::DefaultTransport::plan(request);
-            std::hint::black_box(plan).map_err(anyhow::Error::msg)?;
-            Ok(t.elapsed())
+            timed(|| ferry_plugin_transport_default::DefaultTransport::plan(request))
         },
     )?);
 
@@ -86,10 +77,7 @@ pub fn run(calls: usize) -> anyhow::Result<Value> {
         || {
             use sdk::schedule::SyncSchedule;
             let request = native_request.clone();
-            let t = Instant::now();
-            let decision = ferry_plugin_schedule_interval::Interval::decide(request);
-            std::hint::black_box(decision).map_err(anyhow::Error::msg)?;
-            Ok(t.elapsed())
+            timed(|| ferry_plugin_schedule_interval::Interval::decide(request))
         },
     )?);
 
@@ -121,15 +109,22 @@ pub fn run(calls: usize) -> anyhow::Result<Value> {
         || {
             use sdk::installer::Installer;
             let request = native.clone();
-            let t = Instant::now();
-            let report = ferry_plugin_installer_copy::CopyInstaller::install(request);
-            std::hint::black_box(report).map_err(anyhow::Error::msg)?;
-            Ok(t.elapsed())
+            timed(|| ferry_plugin_installer_copy::CopyInstaller::install(request))
         },
     )?);
 
     let loading = measure_loading(&engine, calls)?;
     Ok(json!({ "calls": results, "loading": loading }))
+}
+
+/// Times one native call; the request was cloned before, as the host
+/// copies it into the component before the call starts too.
+fn timed<T>(call: impl FnOnce() -> Result<T, String>) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let result = call();
+    let elapsed = t.elapsed();
+    std::hint::black_box(result).map_err(anyhow::Error::msg)?;
+    Ok(elapsed)
 }
 
 fn builtin(kind: Kind, name: &str) -> anyhow::Result<(Manifest, &'static BuiltinPlugin)> {

@@ -674,6 +674,29 @@ fn remove_empty_dir(target: &Target, dir: &RelPath) -> bool {
     }
 }
 
+/// Removes what `package` installed in the target directory named `target`
+/// (an install step's parameter); nothing to do if it does not exist.
+pub fn uninstall_from(target: &str, package: &str) -> Result<InstallReport, String> {
+    match Target::find(target)? {
+        Some(found) => uninstall(&found, package),
+        None => Ok(InstallReport {
+            message: format!("target {target} does not exist; {package} is not installed there"),
+            files: Vec::new(),
+        }),
+    }
+}
+
+/// Checks what `package` installed in the target directory named `target`.
+pub fn verify_in(target: &str, package: &str) -> Result<VerifyReport, String> {
+    match Target::find(target)? {
+        Some(found) => verify(&found, package),
+        None => Ok(VerifyReport {
+            intact: false,
+            problems: vec![format!("target {target} does not exist")],
+        }),
+    }
+}
+
 /// Removes what `package` installed in `target`, then its record.
 pub fn uninstall(target: &Target, package: &str) -> Result<InstallReport, String> {
     let Some(record) = target.load_record(package)? else {

@@ -30,7 +30,7 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use ferry_plugin_install_files::{
-    EntryKind, Installation, RelPath, Target, check_link, uninstall, verify,
+    EntryKind, Installation, RelPath, Target, check_link, uninstall_from, verify_in,
 };
 use ferry_plugin_sdk::installer::{
     InstallReport, InstallRequest, Installer, VerifyReport, progress,
@@ -569,27 +569,12 @@ impl Installer for Archive {
 
     fn uninstall(request: InstallRequest) -> Result<InstallReport, String> {
         let params = Params::parse(&request)?;
-        match Target::find(&params.target)? {
-            Some(target) => uninstall(&target, &request.package),
-            None => Ok(InstallReport {
-                message: format!(
-                    "target {} does not exist; {} is not installed there",
-                    params.target, request.package
-                ),
-                files: Vec::new(),
-            }),
-        }
+        uninstall_from(&params.target, &request.package)
     }
 
     fn verify(request: InstallRequest) -> Result<VerifyReport, String> {
         let params = Params::parse(&request)?;
-        match Target::find(&params.target)? {
-            Some(target) => verify(&target, &request.package),
-            None => Ok(VerifyReport {
-                intact: false,
-                problems: vec![format!("target {} does not exist", params.target)],
-            }),
-        }
+        verify_in(&params.target, &request.package)
     }
 }
 
