@@ -153,7 +153,24 @@ fn default_transport_orders_sources_and_honours_caps() {
         toml::from_str("relay-cap-bps = 2000000\nmirrors = [\"https://mirror.example/ferry\"]")
             .unwrap(),
     );
-    let capped = registry_with(config);
+    // Without the node's grant the mirror is left out of the plan (the node
+    // names the mirrors a plugin may use); granted, it is planned.
+    let ungranted = registry_with(config.clone(), BTreeMap::new());
+    let plan = ungranted.plan(&transport_request()).unwrap().value;
+    assert!(
+        !kinds(&plan).iter().any(|k| k.starts_with("https://")),
+        "{:?}",
+        kinds(&plan)
+    );
+    let mut grants = BTreeMap::new();
+    grants.insert(
+        "default".to_string(),
+        ferry_plugin::Grant {
+            urls: vec!["https://mirror.example/".into()],
+            ..Default::default()
+        },
+    );
+    let capped = registry_with(config, grants);
     let plan = capped.plan(&transport_request()).unwrap().value;
     let relay = plan
         .sources
@@ -172,9 +189,13 @@ fn default_transport_orders_sources_and_honours_caps() {
     );
 }
 
-fn registry_with(config: BTreeMap<String, toml::Table>) -> ferry_plugin::Registry {
+fn registry_with(
+    config: BTreeMap<String, toml::Table>,
+    grants: BTreeMap<String, ferry_plugin::Grant>,
+) -> ferry_plugin::Registry {
     registry(PluginSettings {
         config,
+        grants,
         ..PluginSettings::default()
     })
 }

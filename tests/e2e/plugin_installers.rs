@@ -58,7 +58,7 @@ impl Site {
             Grant {
                 directories: vec![self.target.clone()],
                 commands: commands.iter().map(|c| c.to_string()).collect(),
-                hosts: Vec::new(),
+                ..Grant::default()
             },
         );
         registry(settings)

@@ -12,6 +12,19 @@ use ferry_plugin::{
     PluginSettings, StagedFile,
 };
 
+/// Loads the fixture plugin `fixture` with manifest `text` through the host.
+fn load(text: &str, fixture: &str, grant: Option<&Grant>) -> Result<Plugin, PluginError> {
+    let manifest = Manifest::parse(text, "test").unwrap();
+    Plugin::load(
+        &engine(),
+        manifest,
+        Origin::Builtin,
+        &fixture_wasm(fixture),
+        None,
+        grant,
+    )
+}
+
 fn hostile_election(mode: &str, limits: &str) -> Plugin {
     let text = manifest(
         "hostile",
@@ -19,16 +32,7 @@ fn hostile_election(mode: &str, limits: &str) -> Plugin {
         Kind::Election,
         &format!("[limits]\n{limits}\n[config]\nmode = \"{mode}\""),
     );
-    let manifest = Manifest::parse(&text, "test").unwrap();
-    Plugin::load(
-        &engine(),
-        manifest,
-        Origin::Builtin,
-        &fixture_wasm("hostile-election"),
-        None,
-        None,
-    )
-    .unwrap()
+    load(&text, "hostile-election", None).unwrap()
 }
 
 fn volunteers() -> ferry_plugin::ElectionRequest {
@@ -41,8 +45,7 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_host_keeps_answering() {
     let started = Instant::now();
     let err = spinning
         .elect(&volunteers())
-        .err()
-        .expect("a spinning plugin fails");
+        .expect_err("a spinning plugin fails");
     let took = started.elapsed();
     assert!(err.to_string().contains("time limit of 50 ms"), "{err}");
     assert!(err.to_string().contains("hostile"), "{err}");
@@ -57,12 +60,26 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_the_host_keeps_answering() {
 }
 
 #[test]
+fn a_plugin_cannot_sleep_through_its_deadline() {
+    // Sleeping waits inside the host, where the epoch cannot interrupt it:
+    // timers are refused instead.
+    let sleeper = hostile_election("sleep", "timeout-ms = 50");
+    let started = Instant::now();
+    let err = sleeper
+        .elect(&volunteers())
+        .expect_err("a sleeping plugin fails");
+    assert!(err.to_string().contains("may not sleep"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_memory_bomb_hits_the_limit() {
     let bomb = hostile_election("membomb", "memory-mib = 16\ntimeout-ms = 5000");
-    let err = bomb
-        .elect(&volunteers())
-        .err()
-        .expect("a memory bomb fails");
+    let err = bomb.elect(&volunteers()).expect_err("a memory bomb fails");
     assert!(err.to_string().contains("memory limit of 16 MiB"), "{err}");
 }
 
@@ -70,8 +87,7 @@ fn a_memory_bomb_hits_the_limit() {
 fn a_panic_is_a_failed_call_not_a_crash() {
     let err = hostile_election("panic", "")
         .elect(&volunteers())
-        .err()
-        .expect("a panicking plugin fails");
+        .expect_err("a panicking plugin fails");
     assert!(err.to_string().contains("trapped"), "{err}");
 }
 
@@ -79,8 +95,7 @@ fn a_panic_is_a_failed_call_not_a_crash() {
 fn a_winner_that_did_not_volunteer_is_nonsense() {
     let err = hostile_election("stranger", "")
         .elect(&volunteers())
-        .err()
-        .expect("nonsense is refused");
+        .expect_err("nonsense is refused");
     assert!(matches!(err, PluginError::Nonsense { .. }), "{err}");
 }
 
@@ -88,7 +103,7 @@ fn a_winner_that_did_not_volunteer_is_nonsense() {
 /// built-in `score` decides; the decision says so.
 #[test]
 fn a_failing_site_policy_falls_back_to_the_built_in() {
-    for mode in ["spin", "panic", "stranger", "membomb"] {
+    for mode in ["spin", "sleep", "panic", "stranger", "membomb"] {
         let site = tempfile::tempdir().unwrap();
         write_plugin(
             site.path(),
@@ -127,15 +142,7 @@ fn a_failing_site_policy_falls_back_to_the_built_in() {
 #[test]
 fn a_plugin_built_against_another_contract_is_refused_with_what_it_needs() {
     let text = manifest("future", "1.0.0", Kind::Election, "");
-    let err = Plugin::load(
-        &engine(),
-        Manifest::parse(&text, "test").unwrap(),
-        Origin::Builtin,
-        &fixture_wasm("future-contract"),
-        None,
-        None,
-    )
-    .expect_err("refused");
+    let err = load(&text, "future-contract", None).expect_err("refused");
     let text = err.to_string();
     assert!(
         matches!(err, PluginError::IncompatibleContract { .. }),
@@ -159,15 +166,7 @@ fn a_plugin_built_against_another_contract_is_refused_with_what_it_needs() {
 #[test]
 fn a_component_of_another_kind_is_refused() {
     let text = manifest("mislabelled", "1.0.0", Kind::Schedule, "");
-    let err = Plugin::load(
-        &engine(),
-        Manifest::parse(&text, "test").unwrap(),
-        Origin::Builtin,
-        &fixture_wasm("hostile-election"),
-        None,
-        None,
-    )
-    .expect_err("refused");
+    let err = load(&text, "hostile-election", None).expect_err("refused");
     assert!(err.to_string().contains("kind = \"schedule\""), "{err}");
 }
 
@@ -214,17 +213,9 @@ impl Arena {
         let grant = Grant {
             directories: vec![self.granted.clone()],
             commands: commands.iter().map(|c| c.to_string()).collect(),
-            hosts: Vec::new(),
+            ..Grant::default()
         };
-        let plugin = Plugin::load(
-            &engine(),
-            Manifest::parse(&text, "test").unwrap(),
-            Origin::Builtin,
-            &fixture_wasm("hostile-installer"),
-            None,
-            Some(&grant),
-        )
-        .unwrap();
+        let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
         let params = format!(
             "attack = {attack:?}\ngranted = {:?}\noutside = {:?}\n",
             self.granted.display().to_string(),
@@ -323,15 +314,7 @@ fn a_command_not_on_the_allow_list_is_refused() {
         commands: vec!["touch".into()],
         ..Grant::default()
     };
-    let plugin = Plugin::load(
-        &engine(),
-        Manifest::parse(&text, "test").unwrap(),
-        Origin::Builtin,
-        &fixture_wasm("hostile-installer"),
-        None,
-        Some(&grant),
-    )
-    .unwrap();
+    let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
     assert!(plugin.grant().commands.is_empty());
     assert!(plugin.grant().directories.is_empty());
 
@@ -354,4 +337,58 @@ fn policies_may_not_ask_for_directories_or_commands() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("only installers"), "{err}");
+}
+
+#[test]
+fn the_network_is_reachable_only_at_granted_addresses() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let staged = tempfile::tempdir().unwrap();
+    std::fs::write(staged.path().join("payload"), "x").unwrap();
+    let connect = |asked: &str, granted: &str| {
+        let text = manifest(
+            "netter",
+            "1.0.0",
+            Kind::Installer,
+            &format!("[permissions]\nhosts = [{asked}]"),
+        );
+        let grant = Grant {
+            hosts: if granted.is_empty() {
+                Vec::new()
+            } else {
+                vec![granted.to_string()]
+            },
+            ..Grant::default()
+        };
+        let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
+        let job = InstallJob {
+            staged_dir: staged.path().to_path_buf(),
+            request: InstallRequest {
+                package: "net".into(),
+                version: "1.0.0".into(),
+                staged_dir: String::new(),
+                files: Vec::new(),
+                params: format!("attack = \"connect\"\ngranted = \"/\"\noutside = {addr:?}\n"),
+                previous_version: None,
+            },
+            progress: None,
+        };
+        plugin
+            .install(InstallAction::Install, &job)
+            .map(|a| a.value.message)
+    };
+    let quoted = format!("{addr:?}");
+    // Asked but not granted, granted but not asked: refused.
+    assert!(connect(&quoted, "").is_err());
+    assert!(connect("", &addr).is_err());
+    // Both: it connects, and the listener hears it.
+    let heard = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    });
+    connect(&quoted, &addr).expect("granted connection");
+    assert_eq!(heard.join().unwrap(), "hello from the plugin");
 }

@@ -20,15 +20,17 @@ pub(crate) fn hint(wanted: &VersionReq) -> String {
     let newer = wanted
         .comparators
         .iter()
-        .any(|c| (c.major, c.minor.unwrap_or(0)) > (VERSION.major, VERSION.minor));
+        .any(|c| Version::new(c.major, c.minor.unwrap_or(0), c.patch.unwrap_or(0)) > *VERSION);
     if newer {
-        "upgrade Ferry on this node, or rebuild the plugin with the SDK this Ferry ships \
-         (ferry plugin new writes it)"
+        "upgrade Ferry on this node, or rebuild the plugin against this Ferry's contract \
+         (the SDK `ferry plugin new` vendors)"
             .to_string()
     } else {
         format!(
-            "rebuild the plugin with ferry-plugin-sdk {}.{} and set contract = \"{}.{}\" in its plugin.toml",
-            VERSION.major, VERSION.minor, VERSION.major, VERSION.minor
+            "rebuild the plugin against ferry:plugin@{major}.{minor} (the SDK `ferry plugin new` \
+             vendors) and set contract = \"{major}.{minor}\" in its plugin.toml",
+            major = VERSION.major,
+            minor = VERSION.minor
         )
     }
 }
@@ -132,6 +134,10 @@ mod tests {
             assert!(text.contains("0.1.0"), "{text}");
         }
         let text = check("p", Kind::Election, &ifaces("0.2.0", "election"))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("upgrade Ferry"), "{text}");
+        let text = check("p", Kind::Election, &ifaces("0.1.1", "election"))
             .unwrap_err()
             .to_string();
         assert!(text.contains("upgrade Ferry"), "{text}");

@@ -16,9 +16,9 @@ use crate::manifest::MAX_MEMORY_MIB;
 /// How often the epoch advances; call deadlines are rounded up to it.
 pub const TICK: Duration = Duration::from_millis(2);
 
-/// How many plugin instances may exist at once across the node. Instances
-/// beyond it wait for the pool (the pooling allocator refuses, so callers
-/// retry through a fresh store; see `instances`).
+/// How many plugin instances may exist at once across the node, idle ones
+/// kept for reuse included; beyond it instantiation fails and the call
+/// reports that the pool is exhausted.
 const POOL_INSTANCES: u32 = 256;
 
 /// The engine and the compiled-code cache. Cheap to clone.
@@ -54,7 +54,7 @@ impl PluginEngine {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
-        start_ticker(&engine);
+        start_ticker(&engine)?;
         Ok(PluginEngine {
             inner: Arc::new(Inner {
                 engine,
@@ -86,7 +86,9 @@ impl PluginEngine {
             return Component::new(&self.inner.engine, wasm).map_err(invalid);
         };
         let path = self.cache_path(dir, wasm);
-        if path.exists() {
+        if path.exists() && !trusted(&path) {
+            tracing::warn!(path = %path.display(), "not loading a compiled plugin others could have written; compiling afresh");
+        } else if path.exists() {
             // SAFETY: the cache directory holds only files this node wrote
             // with `precompile_component` for this engine's configuration
             // (the file name carries the engine's compatibility hash).
@@ -148,10 +150,11 @@ fn config(pooling: bool) -> Config {
 }
 
 /// Advances the epoch every [`TICK`] while the engine lives; holding only a
-/// weak reference, so the thread ends with the engine.
-fn start_ticker(engine: &Engine) {
+/// weak reference, so the thread ends with the engine. Without it no call
+/// would ever reach its deadline, so failing to start it is an error.
+fn start_ticker(engine: &Engine) -> Result<(), PluginError> {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("ferry-plugin-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -159,15 +162,39 @@ fn start_ticker(engine: &Engine) {
                 drop(engine);
                 std::thread::sleep(TICK);
             }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the plugin deadline thread; plugin calls have no time limit");
-    }
+        })
+        .map(|_| ())
+        .map_err(|e| PluginError::Engine(format!("cannot start the deadline thread: {e}")))
+}
+
+/// Whether a cached file may be loaded as machine code: it must belong to
+/// this user and be writable by nobody else, nor its directory.
+#[cfg(unix)]
+fn trusted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let safe = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .map(|m| m.uid() == me && m.mode() & 0o022 == 0)
+            .unwrap_or(false)
+    };
+    safe(path) && path.parent().is_some_and(safe)
+}
+
+#[cfg(not(unix))]
+fn trusted(_path: &Path) -> bool {
+    true
 }
 
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;

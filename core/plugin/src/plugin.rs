@@ -34,6 +34,8 @@ pub use crate::bindings::transport::exports::ferry::plugin::transport::{
 pub const STAGED_DIR: &str = "/ferry/staged";
 /// Idle instances kept per policy plugin for reuse.
 const MAX_IDLE: usize = 8;
+/// The most data the host takes from a plugin in one call.
+const MAX_HOSTCALL_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where a plugin came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +98,7 @@ struct PolicyInstance {
 
 /// The answer of a call and the log lines the plugin wrote during it (when
 /// captured, see [`Plugin::capture_logs`]).
+#[derive(Debug)]
 pub struct Answer<T> {
     /// What the plugin returned.
     pub value: T,
@@ -213,9 +216,10 @@ impl Plugin {
     pub fn plan(&self, request: &TransportRequest) -> Result<Answer<TransportPlan>, PluginError> {
         let answer = self.call_policy("plan", |store, bound| match bound {
             Bound::Transport(b) => b.ferry_plugin_transport().call_plan(store, request),
-            _ => unreachable!("checked by kind"),
+            _ => Ok(Err(wrong_kind())),
         })?;
-        check_plan(self, &answer.value)?;
+        let mut answer = answer;
+        check_plan(self, &mut answer.value)?;
         Ok(answer)
     }
 
@@ -226,7 +230,7 @@ impl Plugin {
     ) -> Result<Answer<ScheduleDecision>, PluginError> {
         let answer = self.call_policy("decide", |store, bound| match bound {
             Bound::Schedule(b) => b.ferry_plugin_schedule().call_decide(store, request),
-            _ => unreachable!("checked by kind"),
+            _ => Ok(Err(wrong_kind())),
         })?;
         check_schedule(self, request, &answer.value)?;
         Ok(answer)
@@ -236,7 +240,7 @@ impl Plugin {
     pub fn elect(&self, request: &ElectionRequest) -> Result<Answer<String>, PluginError> {
         let answer = self.call_policy("elect", |store, bound| match bound {
             Bound::Election(b) => b.ferry_plugin_election().call_elect(store, request),
-            _ => unreachable!("checked by kind"),
+            _ => Ok(Err(wrong_kind())),
         })?;
         if !request.volunteers.iter().any(|c| c.id == answer.value) {
             return Err(PluginError::Nonsense {
@@ -287,7 +291,9 @@ impl Plugin {
             None => self.instantiate_policy(call)?,
         };
         instance.store.set_epoch_deadline(self.ticks());
+        instance.store.data_mut().begin_call();
         let outcome = f(&mut instance.store, &instance.bound);
+        instance.store.data_mut().end_call();
         let logs = std::mem::take(&mut instance.store.data_mut().logs);
         match outcome {
             Ok(result) => {
@@ -376,7 +382,9 @@ impl Plugin {
         };
         let mut request = job.request.clone();
         request.staged_dir = STAGED_DIR.to_string();
+        store.data_mut().begin_call();
         let outcome = f(&mut store, &bindings, &request);
+        store.data_mut().end_call();
         let logs = std::mem::take(&mut store.data_mut().logs);
         match outcome {
             Ok(Ok(value)) => Ok(Answer { value, logs }),
@@ -395,6 +403,11 @@ impl Plugin {
         );
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // What the host copies out of the plugin per call (strings, lists)
+        // is bounded by the plugin's own memory, not wasmtime's 128 MiB.
+        store.set_hostcall_fuel(
+            (self.manifest.limits.memory_mib as usize * 1024 * 1024).min(MAX_HOSTCALL_BYTES),
+        );
         store
     }
 
@@ -410,8 +423,13 @@ impl Plugin {
                 .collect(),
         );
         wasi.allow_tcp(true).socket_addr_check(move |addr, use_| {
-            let ok = matches!(use_, wasmtime_wasi::sockets::SocketAddrUse::TcpConnect)
-                && allowed.contains(&addr);
+            use wasmtime_wasi::sockets::SocketAddrUse;
+            let ok = match use_ {
+                SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                // A connect first binds to the unspecified address, port 0.
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
             Box::pin(async move { ok })
         });
     }
@@ -450,6 +468,10 @@ impl Plugin {
                 "hit its memory limit of {} MiB and was stopped",
                 self.manifest.limits.memory_mib
             )
+        } else if format!("{trap:#}").contains("maximum concurrent") {
+            "not started: the node's pool of plugin instances is exhausted (too many calls at \
+             once)"
+                .to_string()
         } else {
             format!("trapped: {trap:#}")
         };
@@ -469,6 +491,11 @@ impl Plugin {
     }
 }
 
+/// What a policy call on a plugin of another kind returns.
+fn wrong_kind() -> String {
+    "this plugin is of another kind".to_string()
+}
+
 fn link(
     engine: &PluginEngine,
     name: &str,
@@ -481,6 +508,7 @@ fn link(
     };
     let mut linker: Linker<HostState> = Linker::new(engine.engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(invalid)?;
+    forbid_timers(&mut linker).map_err(invalid)?;
     use wasmtime::component::HasSelf;
     let pre = match kind {
         Kind::Transport => {
@@ -523,6 +551,24 @@ fn link(
     Ok(pre)
 }
 
+/// Replaces WASI's timers with ones that trap. A plugin waiting in a timer
+/// waits inside the host, where the epoch deadline cannot stop it (it only
+/// interrupts running WebAssembly); decisions have no reason to sleep, and
+/// installers wait for things through `run-command`, which has a timeout.
+fn forbid_timers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_new(name, |_, _, _, _| {
+            Err(wasmtime::format_err!(
+                "plugins may not sleep or wait on timers (Ferry gives each call a deadline)"
+            ))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// What the plugin gets: what it asked for in its manifest and the node
 /// granted in its configuration.
 fn effective_grant(manifest: &Manifest, granted: Grant) -> Grant {
@@ -543,18 +589,20 @@ fn effective_grant(manifest: &Manifest, granted: Grant) -> Grant {
             .into_iter()
             .filter(|h| asked.hosts.contains(h))
             .collect(),
+        // Mirrors are the node's to name; a plugin only chooses among them.
+        urls: granted.urls,
     }
 }
 
-fn check_plan(plugin: &Plugin, plan: &TransportPlan) -> Result<(), PluginError> {
+/// Checks a plan; drops URL sources the node did not grant (bytes from any
+/// source are verified, but a plugin must not make agents fetch from
+/// wherever it likes), logging each.
+fn check_plan(plugin: &Plugin, plan: &mut TransportPlan) -> Result<(), PluginError> {
     let nonsense = |reason: String| PluginError::Nonsense {
         plugin: plugin.label(),
         call: "plan",
         reason,
     };
-    if plan.sources.is_empty() {
-        return Err(nonsense("the plan has no sources".into()));
-    }
     for source in &plan.sources {
         if source.rate_cap_bps == Some(0) {
             return Err(nonsense("a rate cap of 0 bit/s would never finish".into()));
@@ -564,6 +612,28 @@ fn check_plan(plugin: &Plugin, plan: &TransportPlan) -> Result<(), PluginError> 
         {
             return Err(nonsense(format!("{url:?} is not an http(s) URL")));
         }
+    }
+    plan.sources.retain(|source| match &source.source {
+        Source::Url(url) => {
+            let granted = plugin
+                .grant
+                .urls
+                .iter()
+                .any(|p| url.starts_with(p.as_str()));
+            if !granted {
+                tracing::warn!(
+                    plugin = %plugin.label(),
+                    url,
+                    "URL source left out of the plan: not granted (list the mirrors a transport \
+                     plugin may name under [plugins.grants.NAME] urls)"
+                );
+            }
+            granted
+        }
+        _ => true,
+    });
+    if plan.sources.is_empty() {
+        return Err(nonsense("the plan has no usable sources".into()));
     }
     Ok(())
 }

@@ -92,4 +92,7 @@ pub struct Grant {
     /// `address:port` pairs it may connect to.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// URL prefixes a transport plugin may name as sources (mirrors).
+    #[serde(default)]
+    pub urls: Vec<String>,
 }

@@ -19,8 +19,9 @@ use crate::bindings::ferry::plugin::{host, installer_host, types};
 const MAX_COMMAND_OUTPUT: u64 = 1024 * 1024;
 /// The longest log line kept from a plugin.
 const MAX_LOG_LINE: usize = 4096;
-/// The most log lines kept per store when logs are captured.
-const MAX_CAPTURED_LOGS: usize = 1000;
+/// The most log lines a plugin may write per call; the rest are counted and
+/// reported in one line, so a plugin cannot flood the node's log.
+pub(crate) const MAX_LOG_LINES_PER_CALL: usize = 200;
 /// The `PATH` commands run with: system directories only.
 const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -45,6 +46,9 @@ pub(crate) struct HostState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) capture_logs: bool,
     pub(crate) logs: Vec<LogLine>,
+    /// Lines logged and dropped in the current call.
+    pub(crate) logged: usize,
+    pub(crate) suppressed: usize,
     pub(crate) installer: Option<InstallerGrants>,
 }
 
@@ -74,39 +78,96 @@ impl HostState {
             config,
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max_bytes: memory_bytes,
-                hit: false,
-            },
+            limiter: MemoryLimiter::new(memory_bytes),
             capture_logs,
             logs: Vec::new(),
+            logged: 0,
+            suppressed: 0,
             installer: None,
+        }
+    }
+
+    /// Starts a call: a fresh log budget.
+    pub(crate) fn begin_call(&mut self) {
+        self.logged = 0;
+        self.suppressed = 0;
+    }
+
+    /// Ends a call: says how many log lines were dropped, if any.
+    pub(crate) fn end_call(&mut self) {
+        if self.suppressed > 0 {
+            tracing::warn!(
+                plugin = &*self.plugin,
+                "{} more log lines of this call suppressed (at most {MAX_LOG_LINES_PER_CALL} per call)",
+                self.suppressed
+            );
         }
     }
 }
 
-/// Caps a store's linear memory and remembers whether the cap was hit, so a
-/// failed call can say why.
+/// A plugin's text made safe for one log line: control characters (which
+/// could forge lines) escaped, and at most `max` bytes.
+fn one_line(text: &str, max: usize) -> String {
+    let mut line = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if line.len() >= max {
+            line.push_str(" [truncated]");
+            break;
+        }
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
+/// Caps a store's linear memory, summed over every memory of the plugin's
+/// instances, and remembers whether the cap was hit, so a failed call can
+/// say why.
 pub(crate) struct MemoryLimiter {
     max_bytes: usize,
+    used_bytes: usize,
     pub(crate) hit: bool,
 }
+
+impl MemoryLimiter {
+    fn new(max_bytes: usize) -> MemoryLimiter {
+        MemoryLimiter {
+            max_bytes,
+            used_bytes: 0,
+            hit: false,
+        }
+    }
+}
+
+/// Limits on how many instances, memories and tables a plugin may create;
+/// components made from other languages (Python) need a few dozen.
+const MAX_INSTANCES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLES: usize = 64;
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+        let total = self
+            .used_bytes
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.max_bytes {
             self.hit = true;
             return Err(format_err!(
-                "memory limit of {} MiB reached (asked for {} MiB)",
+                "memory limit of {} MiB reached (asked for {} MiB in all)",
                 self.max_bytes >> 20,
-                desired >> 20
+                total >> 20
             ));
         }
+        self.used_bytes = total;
         Ok(true)
     }
 
@@ -116,7 +177,19 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -133,15 +206,12 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut end = MAX_LOG_LINE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str(" [truncated]");
+        if self.logged >= MAX_LOG_LINES_PER_CALL {
+            self.suppressed += 1;
+            return;
         }
+        self.logged += 1;
+        let message = one_line(&message, MAX_LOG_LINE);
         let plugin = &*self.plugin;
         match level {
             LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -150,7 +220,7 @@ impl host::Host for HostState {
             LogLevel::Warn => tracing::warn!(plugin, "{message}"),
             LogLevel::Error => tracing::error!(plugin, "{message}"),
         }
-        if self.capture_logs && self.logs.len() < MAX_CAPTURED_LOGS {
+        if self.capture_logs {
             self.logs.push(LogLine { level, message });
         }
     }
@@ -190,11 +260,18 @@ impl installer_host::Host for HostState {
             );
             return Err(format!(
                 "command {program:?} is not on this plugin's allow-list (granted: {granted}); \
-                 grant it under [plugins.grants.{}] commands in the node's configuration",
+                 a plugin may run a program when its plugin.toml asks for it under \
+                 [permissions] commands and the node grants it under \
+                 [plugins.grants.{}] commands",
                 self.plugin
             ));
         }
         let remaining = grants.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(format!(
+                "{program} not started: the call's time limit has passed"
+            ));
+        }
         let timeout = Duration::from_millis(timeout_ms.into()).min(remaining);
         run(&program, &args, timeout).map_err(|e| format!("{program}: {e}"))
     }
@@ -208,60 +285,58 @@ impl installer_host::Host for HostState {
                 "mode {mode:o} for {path}: only permission bits (at most 0o777) may be set"
             ));
         }
-        let host_path = writable_path(&grants.directories, Path::new(&path))?;
-        set_permissions(&host_path, mode).map_err(|e| format!("{path}: {e}"))
+        set_mode_beneath(&grants.directories, Path::new(&path), mode)
     }
 
     fn progress(&mut self, percent: u8, message: String) {
         if let Some(sink) = self.installer.as_ref().and_then(|g| g.progress.clone()) {
-            sink(&self.plugin, percent.min(100), &message);
+            sink(&self.plugin, percent.min(100), &one_line(&message, 256));
         }
     }
 }
 
-/// Maps a path the plugin named to the host path, if it lies inside a
-/// directory the plugin may write and does not leave it through `..` or a
-/// symlink.
-fn writable_path(directories: &[PathBuf], path: &Path) -> Result<PathBuf, String> {
+/// Sets `mode` on `path`, which must lie in a directory the plugin may
+/// write. The path is resolved beneath that directory by cap-std, so `..`
+/// and symlinks cannot lead out of it, even if they change while it runs.
+fn set_mode_beneath(directories: &[PathBuf], path: &Path, mode: u32) -> Result<(), String> {
     let shown = path.display();
     if !path.is_absolute() {
         return Err(format!(
             "{shown}: give the absolute path inside a granted directory"
         ));
     }
-    if path
+    let root = directories
+        .iter()
+        .find(|d| path.starts_with(d))
+        .ok_or_else(|| format!("{shown} is outside the directories granted to this plugin"))?;
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    if relative
         .components()
         .any(|c| matches!(c, PathPart::ParentDir | PathPart::CurDir))
     {
         return Err(format!("{shown}: '..' and '.' are not allowed"));
     }
-    let root = directories
-        .iter()
-        .find(|d| path.starts_with(d))
-        .ok_or_else(|| format!("{shown} is outside the directories granted to this plugin"))?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    let dir = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority())
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    let meta = dir
+        .symlink_metadata(relative)
+        .map_err(|e| format!("{shown}: {e}"))?;
     if meta.file_type().is_symlink() {
         return Err(format!("{shown} is a symlink; modes are set on files only"));
     }
-    let real = std::fs::canonicalize(path).map_err(|e| format!("{shown}: {e}"))?;
-    let real_root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
-    if !real.starts_with(&real_root) {
-        return Err(format!(
-            "{shown} leads outside {} through a symlink",
-            root.display()
-        ));
-    }
-    Ok(real)
+    set_permissions(&dir, relative, mode)
+        .map_err(|e| format!("{shown}: {e} (paths may not leave {})", root.display()))
 }
 
 #[cfg(unix)]
-fn set_permissions(path: &Path, mode: u32) -> std::io::Result<()> {
+fn set_permissions(dir: &cap_std::fs::Dir, path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    let perms = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode));
+    dir.set_permissions(path, perms)
 }
 
 #[cfg(not(unix))]
-fn set_permissions(_path: &Path, _mode: u32) -> std::io::Result<()> {
+fn set_permissions(_dir: &cap_std::fs::Dir, _path: &Path, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -299,6 +374,9 @@ fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<Com
             -1
         }
     };
+    // What it started in its group does not outlive it. (A daemon meant to
+    // stay detaches into a session of its own, as daemons do.)
+    kill_group(&mut child);
     let mut streams = [Vec::new(), Vec::new()];
     let until = Instant::now() + OUTPUT_GRACE;
     for _ in 0..2 {

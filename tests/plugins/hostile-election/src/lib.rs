@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 #[derive(Clone, Deserialize)]
 struct Config {
-    /// `smallest`, `largest`, `spin`, `membomb`, `panic`, `stranger`.
+    /// `smallest`, `largest`, `spin`, `sleep`, `membomb`, `panic`, `stranger`.
     mode: String,
 }
 
@@ -34,6 +34,10 @@ impl ElectionPolicy for Hostile {
                 }
             }
             "panic" => panic!("deliberate panic"),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Err("woke up".into())
+            }
             "stranger" => Ok("nobody-volunteered-this".into()),
             other => Err(format!("unknown mode {other}")),
         }

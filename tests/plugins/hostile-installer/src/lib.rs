@@ -9,7 +9,8 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 struct Params {
     /// `dotdot`, `absolute`, `symlink`, `read-outside`, `command`,
-    /// `set-mode-outside`, `write-granted`, `read-staged`.
+    /// `set-mode-outside`, `write-granted`, `read-staged`, `connect` (to
+    /// `outside`, an address:port).
     attack: String,
     /// A granted directory, as the plugin sees it.
     granted: String,
@@ -46,6 +47,15 @@ impl Installer for Hostile {
                 .map(|o| report(format!("ran, status {}", o.status))),
             "set-mode-outside" => set_mode(&format!("{}/link-out/victim", p.granted), 0o777)
                 .map(|_| report("mode set".into())),
+            "connect" => {
+                use std::io::Write;
+                let mut stream = std::net::TcpStream::connect(p.outside.as_str())
+                    .map_err(|e| format!("connect {}: {e}", p.outside))?;
+                stream
+                    .write_all(b"hello from the plugin")
+                    .map_err(|e| e.to_string())?;
+                Ok(report(format!("connected to {}", p.outside)))
+            }
             "write-granted" => write(&format!("{}/inside", p.granted)),
             "read-staged" => {
                 let first = request.files.first().ok_or("no files")?;
