@@ -45,4 +45,4 @@ pub use manifest::{Limits, Manifest, Permissions, valid_name};
 pub use plugin::*;
 pub use registry::{BuiltinPlugin, Decision, Registry, ReloadReport, WatchHandle, read_plugin_dir};
 pub use settings::{Grant, PluginSettings};
-pub use state::{LogLine, ProgressSink};
+pub use state::{LogLine, ProgressSink, level_name};

@@ -302,11 +302,15 @@ impl Plugin {
                 {
                     idle.push(instance);
                 }
-                result
-                    .map(|value| Answer { value, logs })
-                    .map_err(|reason| self.failed(call, format!("returned an error: {reason}")))
+                match result {
+                    Ok(value) => Ok(Answer { value, logs }),
+                    Err(reason) => Err(self.failed(
+                        call,
+                        format!("returned an error: {reason}{}", log_tail(&logs)),
+                    )),
+                }
             }
-            Err(trap) => Err(self.trapped(call, &instance.store, trap)),
+            Err(trap) => Err(self.with_logs(self.trapped(call, &instance.store, trap), &logs)),
         }
     }
 
@@ -388,8 +392,27 @@ impl Plugin {
         let logs = std::mem::take(&mut store.data_mut().logs);
         match outcome {
             Ok(Ok(value)) => Ok(Answer { value, logs }),
-            Ok(Err(reason)) => Err(self.failed(call, format!("returned an error: {reason}"))),
-            Err(trap) => Err(self.trapped(call, &store, trap)),
+            Ok(Err(reason)) => Err(self.failed(
+                call,
+                format!("returned an error: {reason}{}", log_tail(&logs)),
+            )),
+            Err(trap) => Err(self.with_logs(self.trapped(call, &store, trap), &logs)),
+        }
+    }
+
+    /// Adds the last captured log lines to a failed call's reason.
+    fn with_logs(&self, err: PluginError, logs: &[LogLine]) -> PluginError {
+        match err {
+            PluginError::Call {
+                plugin,
+                call,
+                reason,
+            } => PluginError::Call {
+                plugin,
+                call,
+                reason: format!("{reason}{}", log_tail(logs)),
+            },
+            other => other,
         }
     }
 
@@ -489,6 +512,23 @@ impl Plugin {
             self.manifest.kind, self.manifest.name, self.manifest.version
         )
     }
+}
+
+/// The last lines a failed call logged (when captured), to say what it was
+/// doing.
+fn log_tail(logs: &[LogLine]) -> String {
+    const LINES: usize = 5;
+    let start = logs.len().saturating_sub(LINES);
+    logs[start..]
+        .iter()
+        .map(|l| {
+            format!(
+                "\n  plugin log: {}: {}",
+                crate::level_name(l.level),
+                l.message
+            )
+        })
+        .collect()
 }
 
 /// What a policy call on a plugin of another kind returns.

@@ -28,6 +28,17 @@ const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Receives an installer's progress reports.
 pub type ProgressSink = Arc<dyn Fn(&str, u8, &str) + Send + Sync>;
 
+/// A log level's name as operators write it (`warn`, not `LogLevel::Warn`).
+pub fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
 /// A log line a plugin wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {

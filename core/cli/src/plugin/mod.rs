@@ -11,8 +11,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use ferry_plugin::{
-    InstallAction, InstallJob, Kind, LogLevel, Manifest, Origin, Plugin, PluginEngine, PluginError,
-    Source,
+    InstallAction, InstallJob, Kind, Manifest, Origin, Plugin, PluginEngine, PluginError, Source,
 };
 
 use crate::output;
@@ -362,7 +361,7 @@ type CaseOutcome = (
 fn run_case(plugin: &Plugin, case: &toml::Table, base: &Path) -> anyhow::Result<CaseOutcome> {
     let logs = |l: &[ferry_plugin::LogLine]| -> Vec<String> {
         l.iter()
-            .map(|l| format!("{}: {}", level_name(l.level), l.message))
+            .map(|l| format!("{}: {}", ferry_plugin::level_name(l.level), l.message))
             .collect()
     };
     let kind = plugin.manifest().kind;
@@ -458,16 +457,6 @@ fn run_case(plugin: &Plugin, case: &toml::Table, base: &Path) -> anyhow::Result<
             }
         }
     })
-}
-
-fn level_name(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Trace => "trace",
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    }
 }
 
 fn time(secs: u64) -> String {
