@@ -18,36 +18,24 @@ pub fn run(calls: usize) -> anyhow::Result<Value> {
 
     let election = load(&engine, Kind::Election, "score", None)?;
     set_native_config(&election);
-    let host_request = host_election();
-    let native_request = native_election();
-    results.push(measure(
-        "election",
-        "score, 50 volunteers",
-        calls,
-        || election.elect(&host_request).map(|_| ()),
-        || {
-            use sdk::election::ElectionPolicy;
-            let request = native_request.clone();
-            timed(|| ferry_plugin_election_score::Score::elect(request))
-        },
-    )?);
-
-    // The fixed cost of a call, without the per-volunteer work.
-    let mut host_one = host_election();
-    host_one.volunteers.truncate(1);
-    let mut native_one = native_election();
-    native_one.volunteers.truncate(1);
-    results.push(measure(
-        "election",
-        "score, 1 volunteer",
-        calls,
-        || election.elect(&host_one).map(|_| ()),
-        || {
-            use sdk::election::ElectionPolicy;
-            let request = native_one.clone();
-            timed(|| ferry_plugin_election_score::Score::elect(request))
-        },
-    )?);
+    // 50 volunteers, and 1 for the fixed cost of a call.
+    for (count, what) in [(50, "score, 50 volunteers"), (1, "score, 1 volunteer")] {
+        let mut host_request = host_election();
+        host_request.volunteers.truncate(count);
+        let mut native_request = native_election();
+        native_request.volunteers.truncate(count);
+        results.push(measure(
+            "election",
+            what,
+            calls,
+            || election.elect(&host_request).map(|_| ()),
+            || {
+                use sdk::election::ElectionPolicy;
+                let request = native_request.clone();
+                timed(|| ferry_plugin_election_score::Score::elect(request))
+            },
+        )?);
+    }
 
     let transport = load(&engine, Kind::Transport, "default", None)?;
     set_native_config(&transport);
