@@ -7,22 +7,21 @@ use ferry_e2e::{Client, Hub};
 use ferry_net::api::PackResponse;
 
 /// Files in the hub's staging area: uploads waiting for a publish.
+/// Files in the hub's staging area. A missing directory fails the test: a
+/// count of zero from nowhere would prove nothing.
 fn staged_files(hub: &Hub) -> usize {
     fn count(dir: &std::path::Path) -> usize {
         std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| {
-                        if e.path().is_dir() {
-                            count(&e.path())
-                        } else {
-                            1
-                        }
-                    })
-                    .sum()
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| {
+                let e = e.expect("directory entry");
+                if e.path().is_dir() {
+                    count(&e.path())
+                } else {
+                    1
+                }
             })
-            .unwrap_or(0)
+            .sum()
     }
     count(&hub.data.join("store/staging"))
 }

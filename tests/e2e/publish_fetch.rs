@@ -89,7 +89,7 @@ fn an_interrupted_fetch_resumes_where_it_stopped() {
 
     let agent = hub.enroll("agent", "agent");
     let mirror = Mirror::start(&hub.data, agent.http());
-    mirror.set(Tamper::CutAfter("/v1/objects/".into(), 1 << 20));
+    mirror.set(Tamper::CutAfter("/v1/chunks/batch".into(), 1 << 20));
     let out = hub.root.path().join("out");
     agent
         .fetch("app", &out, Some(&mirror.url()))

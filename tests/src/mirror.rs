@@ -1,5 +1,5 @@
-//! An untrusted mirror between a client and the hub: it forwards every GET
-//! to the hub and can tamper with what it passes back, the way a compromised
+//! An untrusted mirror between a client and the hub: it forwards every
+//! request to the hub and can tamper with what it passes back, the way a compromised
 //! relay or a man in the middle with a valid certificate could.
 //!
 //! Its TLS certificate is issued by the hub's own CA, so the client's TLS
@@ -192,11 +192,30 @@ async fn forward(State(state): State<Arc<MirrorState>>, req: Request) -> Respons
         Ok(u) => u,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let upstream = match state
-        .upstream
-        .get(&url, range_start(&req).map(|s| (s, None)))
-        .await
-    {
+    // GETs pass as they are; POSTs (the chunk batch route) with their body,
+    // asking the hub for an uncompressed answer so tampering sees records.
+    let forwarded = if req.method() == axum::http::Method::POST {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
+            Ok(b) => b,
+            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        };
+        state
+            .upstream
+            .post_streaming(&url, &content_type, body.to_vec(), false)
+            .await
+    } else {
+        state
+            .upstream
+            .get(&url, range_start(&req).map(|s| (s, None)))
+            .await
+    };
+    let upstream = match forwarded {
         Ok(r) => r,
         Err(ferry_net::NetError::Status {
             status, message, ..

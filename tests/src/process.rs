@@ -214,6 +214,20 @@ impl Hub {
         self.addr = Some(addr);
     }
 
+    /// Asks the hub to stop (SIGTERM, as `systemctl stop` would) and waits
+    /// for it; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let mut child = self.process.take().expect("the hub is running");
+        // SAFETY: kill(2) on a child process we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("hub exit status").success()
+    }
+
+    /// The hub's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("the hub is running")
+    }
+
     /// Stops the hub process (SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.process.take() {
@@ -355,6 +369,19 @@ impl Client {
             }
         }
         out
+    }
+
+    /// Removes the content this client keeps locally (files, manifests,
+    /// spooled chunks), so its next fetch takes everything from the source.
+    /// Fails the test if there was none: a fetch must have kept some.
+    pub fn forget_content(&self) {
+        let dir = self.data.join("cache/content");
+        assert!(
+            dir.join("store").is_dir(),
+            "{} holds no content",
+            dir.display()
+        );
+        std::fs::remove_dir_all(&dir).expect("local content removed");
     }
 
     /// An HTTPS client with this client's credentials, for raw API calls.

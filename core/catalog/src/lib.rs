@@ -54,13 +54,31 @@ pub enum CatalogError {
     Corrupt(String),
 }
 
-/// What the hub needs from its catalog.
-pub trait HubCatalog: Send + Sync {
+/// The catalog, split by concern so each backend (SQLite now, PostgreSQL
+/// later) and each role implements only what it keeps: the chunk index and
+/// staging ([`ChunkIndex`]), published versions and the objects they use
+/// ([`VersionCatalog`]), and enrollment ([`Enrollment`]). A relay's sync
+/// state and the agents' tasks will be further traits beside these.
+///
+/// Every method may block (disk, database); async callers run them through
+/// `spawn_blocking`.
+pub trait HubCatalog: ChunkIndex + VersionCatalog + Enrollment {}
+
+impl<T: ChunkIndex + VersionCatalog + Enrollment> HubCatalog for T {}
+
+/// Where chunks live: published chunks inside stored objects, and uploaded
+/// chunks waiting in staged packs for a publish.
+pub trait ChunkIndex: Send + Sync {
     /// Of `digests`, the indices of those the hub has neither published nor
     /// staged.
     fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<usize>, CatalogError>;
     /// Where a published chunk can be read: object, offset, length.
     fn chunk_location(&self, digest: &Digest) -> Result<Option<ChunkLocation>, CatalogError>;
+    /// [`ChunkIndex::chunk_location`] for many chunks in one call.
+    fn chunk_locations(
+        &self,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<ChunkLocation>>, CatalogError>;
     /// Where a published or staged chunk can be read.
     fn chunk_source(&self, digest: &Digest) -> Result<Option<ChunkSource>, CatalogError>;
     /// Records the chunks of an uploaded pack. Chunks already staged keep
@@ -77,6 +95,10 @@ pub trait HubCatalog: Send + Sync {
     fn expire_staged(&self, before: i64) -> Result<usize, CatalogError>;
     /// Packs that still hold at least one staged chunk.
     fn live_packs(&self) -> Result<Vec<Digest>, CatalogError>;
+}
+
+/// Published versions, their manifests, and the objects they reference.
+pub trait VersionCatalog: Send + Sync {
     /// Whether `name@version` is published.
     fn version_exists(
         &self,
@@ -106,6 +128,10 @@ pub trait HubCatalog: Send + Sync {
     fn delete_object(&self, id: &Digest) -> Result<(), CatalogError>;
     /// Whether an object is referenced by a published version.
     fn object_known(&self, id: &Digest) -> Result<bool, CatalogError>;
+}
+
+/// Enrollment tokens and enrolled clients.
+pub trait Enrollment: Send + Sync {
     /// Stores a new enrollment token.
     fn insert_token(&self, token: &TokenRecord) -> Result<(), CatalogError>;
     /// Checks a token without redeeming it.

@@ -1,17 +1,26 @@
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_content::{Digest, PackageName};
 use rusqlite::{Connection, OptionalExtension, params};
+use subtle::ConstantTimeEq;
 
 use crate::{
-    CatalogError, ChunkLocation, ChunkSource, ClientRecord, HubCatalog, NewVersion, Role,
-    TargetRecord, TokenRecord, VersionRecord, schema,
+    CatalogError, ChunkIndex, ChunkLocation, ChunkSource, ClientRecord, Enrollment, NewVersion,
+    Role, TargetRecord, TokenRecord, VersionCatalog, VersionRecord, schema,
 };
 
-/// The SQLite catalog: one file, WAL, `synchronous=FULL`, foreign keys on.
+/// Reader connections beside the one writer: WAL lets them read while a
+/// publish writes, so downloads do not queue behind a large commit.
+const READERS: usize = 4;
+
+/// The SQLite catalog: one file, WAL, `synchronous=FULL`, foreign keys on;
+/// one writer connection and a small pool of readers.
 pub struct SqliteCatalog {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
 
 fn digest(bytes: Vec<u8>) -> Result<Digest, CatalogError> {
@@ -35,21 +44,75 @@ impl SqliteCatalog {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         schema::migrations().to_latest(&mut conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            reader.busy_timeout(std::time::Duration::from_secs(10))?;
+            readers.push(Mutex::new(reader));
+        }
         Ok(SqliteCatalog {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
         })
     }
 
+    /// The writer connection.
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (transactions roll back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// A reader connection: the first idle one, else the next in turn.
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        for reader in &self.readers {
+            if let Ok(guard) = reader.try_lock() {
+                return guard;
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-impl HubCatalog for SqliteCatalog {
+impl ChunkIndex for SqliteCatalog {
+    fn chunk_locations(
+        &self,
+        digests: &[Digest],
+    ) -> Result<Vec<Option<ChunkLocation>>, CatalogError> {
+        let conn = self.read();
+        let mut stmt =
+            conn.prepare_cached("SELECT object, offset, len FROM chunks WHERE digest = ?1")?;
+        digests
+            .iter()
+            .map(|d| {
+                stmt.query_row(params![&d.0[..]], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()?
+                .map(|(object, offset, len)| {
+                    Ok(ChunkLocation {
+                        object: digest(object)?,
+                        offset: offset as u64,
+                        len: len as u32,
+                    })
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
     fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<usize>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stored = conn.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
         let mut staged = conn.prepare_cached("SELECT 1 FROM staged_chunks WHERE digest = ?1")?;
         let mut missing = Vec::new();
@@ -135,18 +198,20 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn live_packs(&self) -> Result<Vec<Digest>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached("SELECT DISTINCT pack FROM staged_chunks")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|r| digest(r?)).collect()
     }
+}
 
+impl VersionCatalog for SqliteCatalog {
     fn version_exists(
         &self,
         name: &PackageName,
         version: &semver::Version,
     ) -> Result<bool, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         Ok(conn
             .prepare_cached("SELECT 1 FROM versions WHERE name = ?1 AND version = ?2")?
             .exists(params![name.as_str(), version.to_string()])?)
@@ -231,7 +296,7 @@ impl HubCatalog for SqliteCatalog {
         &self,
         name: Option<&PackageName>,
     ) -> Result<Vec<VersionRecord>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT name, version, target, total_size, file_count, published_at, published_by
              FROM versions WHERE ?1 IS NULL OR name = ?1",
@@ -267,7 +332,7 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn manifest_by_target(&self, target: &str) -> Result<Option<Vec<u8>>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         Ok(conn
             .query_row(
                 "SELECT manifest FROM versions WHERE target = ?1",
@@ -278,7 +343,7 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn all_targets(&self) -> Result<Vec<TargetRecord>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT target, length(manifest), manifest_sha256 FROM versions ORDER BY target",
         )?;
@@ -302,7 +367,7 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn unreferenced_objects(&self) -> Result<Vec<Digest>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id FROM objects WHERE id NOT IN (SELECT object FROM version_objects)",
         )?;
@@ -320,12 +385,14 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn object_known(&self, id: &Digest) -> Result<bool, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         Ok(conn
             .prepare_cached("SELECT 1 FROM objects WHERE id = ?1")?
             .exists(params![&id.0[..]])?)
     }
+}
 
+impl Enrollment for SqliteCatalog {
     fn insert_token(&self, t: &TokenRecord) -> Result<(), CatalogError> {
         let conn = self.conn();
         conn.execute(
@@ -381,7 +448,7 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn client_by_cert(&self, cert: &[u8; 32]) -> Result<Option<ClientRecord>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         let row = conn
             .query_row(
                 "SELECT id, role, site, enrolled_at, revoked_at FROM clients WHERE cert_sha256 = ?1",
@@ -411,7 +478,7 @@ impl HubCatalog for SqliteCatalog {
     }
 
     fn list_clients(&self) -> Result<Vec<ClientRecord>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, role, site, cert_sha256, enrolled_at, revoked_at FROM clients ORDER BY enrolled_at, id",
         )?;
@@ -498,12 +565,7 @@ fn check_token(
         return Err(CatalogError::TokenInvalid);
     };
     // Compare in constant time so the check leaks nothing about the secret.
-    let matches = stored.len() == 32
-        && stored
-            .iter()
-            .zip(secret_sha256)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let matches: bool = stored.as_slice().ct_eq(secret_sha256.as_slice()).into();
     if !matches {
         return Err(CatalogError::TokenInvalid);
     }
@@ -528,11 +590,15 @@ mod tests {
     use super::*;
     use crate::NewObject;
 
-    fn catalog(tag: &str) -> (SqliteCatalog, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("ferry-cat-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        (SqliteCatalog::open(&dir.join("catalog.db")).unwrap(), dir)
+    fn catalog(tag: &str) -> (SqliteCatalog, tempfile::TempDir) {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ferry-cat-{tag}"))
+            .tempdir()
+            .unwrap();
+        (
+            SqliteCatalog::open(&dir.path().join("catalog.db")).unwrap(),
+            dir,
+        )
     }
 
     fn version(v: &str, object: Digest) -> NewVersion {
@@ -613,7 +679,7 @@ mod tests {
         assert_eq!(c.unreferenced_objects().unwrap(), vec![obj]);
         c.delete_object(&obj).unwrap();
         assert_eq!(c.missing_chunks(&[Digest::of(b"abc")]).unwrap(), vec![0]);
-        std::fs::remove_dir_all(dir).unwrap();
+        drop(dir);
     }
 
     #[test]
@@ -664,6 +730,6 @@ mod tests {
                 .revoked_at
                 .is_some()
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        drop(dir);
     }
 }

@@ -1,4 +1,5 @@
 use ferry_content::Digest;
+pub use ferry_net::api::Role;
 
 /// Where a chunk's bytes live in the content store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,49 +90,6 @@ pub struct VersionRecord {
     pub published_at: i64,
     /// Client id of the publisher.
     pub published_by: String,
-}
-
-/// What an enrolled client is allowed to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Uploads and publishes packages.
-    Publisher,
-    /// A branch office's distribution server.
-    Relay,
-    /// An endpoint.
-    Agent,
-}
-
-impl Role {
-    /// The role's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Publisher => "publisher",
-            Role::Relay => "relay",
-            Role::Agent => "agent",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "publisher" => Ok(Role::Publisher),
-            "relay" => Ok(Role::Relay),
-            "agent" => Ok(Role::Agent),
-            other => Err(format!(
-                "unknown role {other:?}: use publisher, relay or agent"
-            )),
-        }
-    }
 }
 
 /// A one-time enrollment token, as stored (only a hash of its secret).

@@ -221,13 +221,16 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let report = ferry_transfer::upload::publish(&client, &cache, &scanned, &progress).await;
     progress.0.finish_and_clear();
     let report = report?;
-    if args.json {
-        return output::json(&report);
-    }
     let published = report
         .published
         .as_ref()
         .expect("a successful publish has an answer");
+    for warning in &published.warnings {
+        eprintln!("warning from the hub: {warning}");
+    }
+    if args.json {
+        return output::json(&report);
+    }
     println!(
         "published {} {} (metadata version {})",
         published.name, published.version, published.metadata_version
@@ -291,12 +294,7 @@ pub async fn packages(args: PackagesArgs) -> anyhow::Result<()> {
 }
 
 fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
@@ -306,26 +304,38 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         Some(url) => hub.with_base(url.clone()),
         None => hub,
     };
+    let content_dir = creds.cache_dir().join("content");
+    let local = ferry_transfer::LocalContent::open(&content_dir, || {
+        eprintln!(
+            "waiting for another ferry command using {} to finish...",
+            content_dir.display()
+        )
+    })
+    .await?;
     let repo = ferry_transfer::load_repository(&creds, &source).await?;
     let version = ferry_transfer::resolve_version(&repo, &name, &req)?;
-    let (manifest, _) = ferry_transfer::fetch_manifest(&repo, &name, &version).await?;
+    let (manifest, _, manifest_fetch) =
+        ferry_transfer::fetch_manifest(&repo, &source, &local, &name, &version).await?;
     let progress = bar(args.json);
     progress.set_length(manifest.total_size());
     progress.set_message(format!("{name} {version}"));
-    let partial = creds.cache_dir().join("partial");
-    let report = ferry_transfer::download_package(&source, &manifest, &args.out, &partial, |n| {
-        progress.inc(n)
-    })
-    .await;
+    let report =
+        ferry_transfer::fetch_objects(&source, &local, &manifest, |n| progress.inc(n)).await;
     progress.finish_and_clear();
-    let report = report?;
+    let mut report = report?;
+    report.files = ferry_transfer::materialize(&local, &manifest, &args.out).await?;
     if args.json {
         return output::json(&serde_json::json!({
             "name": name.as_str(),
             "version": version.to_string(),
             "files": report.files,
             "bytes_downloaded": report.bytes_downloaded,
+            "bytes_reused": report.bytes_reused,
             "bytes_resumed": report.bytes_resumed,
+            "chunks_downloaded": report.chunks_downloaded,
+            "requests": report.requests,
+            "manifest_bytes": manifest_fetch.bytes_received,
+            "manifest_delta_base": manifest_fetch.delta_base,
             "out": args.out,
             "metadata_version": repo.version(),
         }));
@@ -333,14 +343,31 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     println!(
         "fetched {name} {version}: {} file(s), {} verified, into {}",
         report.files,
-        output::bytes(report.bytes_downloaded + report.bytes_resumed),
+        output::bytes(manifest.total_size()),
         args.out.display()
     );
+    println!(
+        "  received {} in {} chunk(s) over {} request(s); manifest {}{}",
+        HumanBytes(report.bytes_downloaded),
+        report.chunks_downloaded,
+        report.requests,
+        HumanBytes(manifest_fetch.bytes_received),
+        manifest_fetch
+            .delta_base
+            .as_deref()
+            .map(|b| format!(" (delta of {b})"))
+            .unwrap_or_default()
+    );
+    if report.bytes_reused > 0 {
+        println!(
+            "  {} reused from content already on this machine",
+            HumanBytes(report.bytes_reused)
+        );
+    }
     if report.bytes_resumed > 0 {
         println!(
-            "  {} resumed from an interrupted download, {} received now",
-            HumanBytes(report.bytes_resumed),
-            HumanBytes(report.bytes_downloaded)
+            "  {} resumed from an interrupted fetch",
+            HumanBytes(report.bytes_resumed)
         );
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use ferry_catalog::{HubCatalog, Role, SqliteCatalog};
+use ferry_catalog::{Enrollment, Role, SqliteCatalog, VersionCatalog};
 use ferry_hub::{HubLayout, HubState, init, run, tokens};
 
 use crate::output;
@@ -42,12 +42,27 @@ pub enum HubCommand {
         #[arg(long)]
         init: bool,
     },
+    /// Show the signed metadata (each role's version and expiry, whether the
+    /// root key is online) and what the catalog holds. Safe while the hub runs.
+    Status {
+        /// Hub data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove content no published version references, now (the running hub
     /// also does this every `gc.interval`; stop it first).
     Gc {
         /// Hub data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Also drop uploaded chunks no publish used that are older than
+        /// this (default: `gc.staged_max_age` of hub.toml). `0s` reclaims
+        /// the space of every unfinished upload, e.g. when the disk is full.
+        #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+        staged_older_than: Option<Duration>,
     },
     /// Replace a TUF signing key (stop the hub first). Clients move to the new
     /// root metadata on their next update; see docs/security.md.
@@ -182,10 +197,15 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        HubCommand::Gc { data } => {
+        HubCommand::Status { data, json } => status(&data, json),
+        HubCommand::Gc {
+            data,
+            staged_older_than,
+        } => {
             let _lock = ferry_hub::lock::lock(&data)?;
             let state = HubState::open(&data)?;
-            let report = ferry_hub::gc::collect(&state, state.config.gc.staged_max_age).await?;
+            let age = staged_older_than.unwrap_or(state.config.gc.staged_max_age);
+            let report = ferry_hub::gc::collect(&state, age).await?;
             println!(
                 "removed {} object(s), {} expired staged chunk(s) and {} staged pack(s)",
                 report.objects, report.staged_chunks, report.packs
@@ -225,6 +245,98 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `ferry hub status`.
+fn status(data: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let layout = HubLayout::new(data);
+    if !layout.config().exists() {
+        anyhow::bail!(
+            "{} is not a hub data directory (no hub.toml)",
+            data.display()
+        );
+    }
+    let config = ferry_hub::HubConfig::load(&layout.config())?;
+    let tuf = ferry_trust::SigningRepository::open(&layout.tuf(), config.tuf)?;
+    let state = tuf.state()?;
+    let needs = tuf.needs_refresh()?;
+    let root_online = tuf.root_key_online();
+    let catalog = open_catalog(data)?;
+    let versions = catalog.list_versions(None)?.len();
+    let clients = catalog.list_clients()?;
+    let active = clients.iter().filter(|c| c.revoked_at.is_none()).count();
+    let l = config.tuf;
+    let roles = [
+        ("root", state.root_version, state.root_expires, l.root),
+        ("targets", state.version, state.targets_expires, l.targets),
+        (
+            "snapshot",
+            state.version,
+            state.snapshot_expires,
+            l.snapshot,
+        ),
+        (
+            "timestamp",
+            state.version,
+            state.timestamp_expires,
+            l.timestamp,
+        ),
+    ];
+    let root_note = match (needs.root, root_online) {
+        (true, false) => "RENEWAL DUE: root key offline (see docs/security.md)",
+        (true, true) => "renewal due (the running hub renews it)",
+        (false, true) => "ok (root key online)",
+        (false, false) => "ok (root key offline)",
+    };
+    if json {
+        let roles: Vec<_> = roles
+            .iter()
+            .map(|(role, version, expires, lifetime)| {
+                serde_json::json!({
+                    "role": role,
+                    "version": version,
+                    "expires": expires.to_string(),
+                    "lifetime": humantime::format_duration(*lifetime).to_string(),
+                })
+            })
+            .collect();
+        return output::json(&serde_json::json!({
+            "metadata": roles,
+            "root_key_online": root_online,
+            "root_renewal_due": needs.root,
+            "metadata_renewal_due": needs.metadata,
+            "versions": versions,
+            "clients": active,
+            "revoked_clients": clients.len() - active,
+        }));
+    }
+    let rows: Vec<Vec<String>> = roles
+        .iter()
+        .map(|(role, version, expires, lifetime)| {
+            let note = if *role == "root" {
+                root_note.to_owned()
+            } else if needs.metadata {
+                "renewal due (the running hub renews it)".to_owned()
+            } else {
+                "ok".to_owned()
+            };
+            vec![
+                role.to_string(),
+                version.to_string(),
+                expires.to_string(),
+                humantime::format_duration(*lifetime).to_string(),
+                note,
+            ]
+        })
+        .collect();
+    output::table(&["ROLE", "VERSION", "EXPIRES", "LIFETIME", "STATUS"], &rows);
+    println!();
+    println!("published versions  {versions}");
+    println!(
+        "clients             {active} active, {} revoked",
+        clients.len() - active
+    );
+    Ok(())
 }
 
 /// What an admin does next, printed once the hub listens.

@@ -14,9 +14,19 @@ fn help(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 help")
 }
 
+/// The names clap lists under "Commands:" in a help text.
+fn commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
 #[test]
 fn every_command_has_useful_help() {
-    let top = help(&[]);
+    let top = commands(&help(&[]));
     for command in [
         "hub",
         "token",
@@ -25,17 +35,34 @@ fn every_command_has_useful_help() {
         "packages",
         "fetch",
         "unpublish",
+        "plugin",
     ] {
         assert!(
-            top.contains(command),
-            "top-level help does not list {command}"
+            top.iter().any(|c| c == command),
+            "top-level help does not list {command}: {top:?}"
+        );
+    }
+    let hub = commands(&help(&["hub"]));
+    for command in [
+        "init",
+        "run",
+        "status",
+        "gc",
+        "rotate-key",
+        "clients",
+        "revoke",
+    ] {
+        assert!(
+            hub.iter().any(|c| c == command),
+            "`ferry hub --help` does not list {command}: {hub:?}"
         );
     }
     let cases: &[(&[&str], &str)] = &[
         (&["hub"], "init"),
         (&["hub", "init"], "--data"),
         (&["hub", "run"], "--listen"),
-        (&["hub", "gc"], "--data"),
+        (&["hub", "gc"], "--staged-older-than"),
+        (&["hub", "status"], "--json"),
         (&["hub", "clients"], "--json"),
         (&["hub", "revoke"], "client"),
         (&["token", "create"], "--role"),

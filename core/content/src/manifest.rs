@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -176,12 +176,12 @@ impl Manifest {
                 return invalid("entries are not sorted by path".into());
             }
         }
-        let symlinks: HashSet<&str> = self
+        let links: HashMap<&str, &str> = self
             .files
             .iter()
-            .filter(|f| f.symlink.is_some())
-            .map(|f| f.path.as_str())
+            .filter_map(|f| Some((f.path.as_str(), f.symlink.as_deref()?)))
             .collect();
+        let symlinks: HashSet<&str> = links.keys().copied().collect();
         for f in &self.files {
             paths.insert(f.path.as_str());
             if f.mode & !0o777 != 0 {
@@ -207,7 +207,12 @@ impl Manifest {
                     if f.size != 0 || !f.chunks.is_empty() {
                         return invalid(format!("symlink {} carries data", f.path));
                     }
-                    if f.path.resolve_link(target).is_none() {
+                    let dir: Vec<&str> = match f.path.as_str().rsplit_once('/') {
+                        Some((parent, _)) => parent.split('/').collect(),
+                        None => Vec::new(),
+                    };
+                    let mut budget = MAX_LINK_HOPS;
+                    if resolve_on_disk(&links, dir, target, &mut budget).is_none() {
                         return Err(ContentError::SymlinkEscape {
                             path: f.path.to_string(),
                             target: target.clone(),
@@ -236,6 +241,46 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Most symlinks one link's resolution may pass through (the kernel's own
+/// limit is 40).
+const MAX_LINK_HOPS: u32 = 40;
+
+/// Resolves `target` from the package directory `dir` the way the kernel
+/// will once the package is on disk: a component naming another of the
+/// package's symlinks is replaced by that link's own resolution, so
+/// `s -> .` followed by `e -> s/..` is seen to leave the package. Returns
+/// the resolved path's components, or `None` if it leaves the package,
+/// is absolute, or loops.
+fn resolve_on_disk<'a>(
+    links: &HashMap<&'a str, &'a str>,
+    dir: Vec<&'a str>,
+    target: &'a str,
+    budget: &mut u32,
+) -> Option<Vec<&'a str>> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut cur = dir;
+    for comp in target.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                cur.pop()?;
+            }
+            name => {
+                cur.push(name);
+                let joined = cur.join("/");
+                if let Some(next) = links.get(joined.as_str()) {
+                    *budget = budget.checked_sub(1)?;
+                    cur.pop();
+                    cur = resolve_on_disk(links, cur, next, budget)?;
+                }
+            }
+        }
+    }
+    Some(cur)
 }
 
 /// Chunk lists are the bulk of a manifest, so they are stored compactly: one
@@ -302,6 +347,42 @@ mod tests {
                 }]
             },
         }
+    }
+
+    fn link(path: &str, target: &str) -> FileEntry {
+        FileEntry {
+            path: RelPath::new(path).unwrap(),
+            mode: 0o777,
+            size: 0,
+            symlink: Some(target.into()),
+            chunks: vec![],
+        }
+    }
+
+    #[test]
+    fn links_are_checked_as_they_resolve_on_disk() {
+        // Textually `s/..` stays inside; on disk `s` is the package root,
+        // so `s/..` is its parent.
+        let escape = manifest(vec![link("e", "s/.."), link("s", ".")]);
+        let err = escape.validate(ManifestLimits::default()).unwrap_err();
+        assert!(matches!(err, ContentError::SymlinkEscape { .. }), "{err}");
+        let deep = manifest(vec![link("a/up", ".."), link("b", "a/up/..")]);
+        assert!(deep.validate(ManifestLimits::default()).is_err());
+        let looped = manifest(vec![link("x", "y/z"), link("y", "x")]);
+        assert!(looped.validate(ManifestLimits::default()).is_err());
+        // Controls: links through links that stay inside are fine.
+        let inside = manifest(vec![
+            entry("d/file", b"x"),
+            link("e", "s/d/file"),
+            link("s", "."),
+        ]);
+        inside.validate(ManifestLimits::default()).unwrap();
+        let sideways = manifest(vec![
+            entry("a/f", b"x"),
+            link("b/up", ".."),
+            link("c", "b/up/a/f"),
+        ]);
+        sideways.validate(ManifestLimits::default()).unwrap();
     }
 
     fn manifest(files: Vec<FileEntry>) -> Manifest {

@@ -44,23 +44,33 @@ pub fn encode_manifest_delta(base: &[u8], new: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Restores a manifest from `delta` and the same `base` it was encoded with.
-/// Output beyond [`MAX_MANIFEST_BYTES`] is refused rather than buffered.
-pub fn decode_manifest_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, ContentError> {
+/// Restores a manifest from `delta` and the same `base` it was encoded
+/// with, refusing output beyond `limit` bytes (at most
+/// [`MAX_MANIFEST_BYTES`]) rather than buffering it. The decoder's window is
+/// bounded by what a frame of that size can need, so a hostile frame cannot
+/// make the decoder allocate more than the manifest it claims to be.
+pub fn decode_manifest_delta(
+    base: &[u8],
+    delta: &[u8],
+    limit: u64,
+) -> Result<Vec<u8>, ContentError> {
+    let limit = limit.min(MAX_MANIFEST_BYTES);
     let corrupt = |e: std::io::Error| {
         ContentError::InvalidManifest(format!("manifest delta is corrupt: {e}"))
     };
     let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(delta, base).map_err(corrupt)?;
-    decoder.window_log_max(30).map_err(corrupt)?;
+    decoder
+        .window_log_max(window_log(base.len() + limit as usize))
+        .map_err(corrupt)?;
     let mut out = Vec::new();
     decoder
-        .take(MAX_MANIFEST_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(corrupt)?;
-    if out.len() as u64 > MAX_MANIFEST_BYTES {
+    if out.len() as u64 > limit {
         return Err(ContentError::TooLarge {
             what: "decoded manifest delta".into(),
-            limit: MAX_MANIFEST_BYTES,
+            limit,
         });
     }
     Ok(out)
@@ -79,12 +89,33 @@ mod tests {
         new[400_000..400_036].copy_from_slice(&[7u8; 36]);
         let delta = encode_manifest_delta(&base, &new);
         assert!(delta.len() < 500, "delta is {} bytes", delta.len());
-        assert_eq!(decode_manifest_delta(&base, &delta).unwrap(), new);
+        assert_eq!(
+            decode_manifest_delta(&base, &delta, MAX_MANIFEST_BYTES).unwrap(),
+            new
+        );
         assert!(
-            decode_manifest_delta(b"other base", &delta).is_err() || {
-                decode_manifest_delta(b"other base", &delta).unwrap() != new
+            decode_manifest_delta(b"other base", &delta, MAX_MANIFEST_BYTES).is_err() || {
+                decode_manifest_delta(b"other base", &delta, MAX_MANIFEST_BYTES).unwrap() != new
             }
         );
-        assert!(decode_manifest_delta(&base, b"garbage").is_err());
+        assert!(decode_manifest_delta(&base, b"garbage", MAX_MANIFEST_BYTES).is_err());
+    }
+
+    #[test]
+    fn a_frame_wanting_a_window_beyond_its_claimed_size_is_refused() {
+        let data = vec![0u8; 1 << 20];
+        let mut out = Vec::new();
+        let mut encoder = zstd::stream::write::Encoder::new(&mut out, 3).unwrap();
+        encoder.window_log(24).unwrap();
+        encoder.write_all(&data).unwrap();
+        encoder.finish().unwrap();
+        // For a 1 MiB manifest a 16 MiB window is refused before the
+        // decoder allocates it.
+        let err = decode_manifest_delta(&[], &out, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        // Control: the frame Ferry's own encoder makes of the same data
+        // decodes within the same limit.
+        let ours = encode_manifest_delta(&[], &data);
+        assert_eq!(decode_manifest_delta(&[], &ours, 1 << 20).unwrap(), data);
     }
 }

@@ -182,34 +182,34 @@ mod tests {
         )
     }
 
-    fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ferry-scan-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tempdir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("ferry-scan-{tag}"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn scans_files_and_inner_symlinks() {
-        let d = tempdir("ok");
+        let tmp = tempdir("ok");
+        let d = tmp.path();
         std::fs::create_dir_all(d.join("bin")).unwrap();
         std::fs::write(d.join("bin/tool"), vec![5u8; 100_000]).unwrap();
         std::fs::write(d.join("empty"), b"").unwrap();
         std::os::unix::fs::symlink("bin/tool", d.join("link")).unwrap();
-        let p = scan(&d).unwrap();
+        let p = scan(d).unwrap();
         let paths: Vec<_> = p.manifest.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["bin/tool", "empty", "link"]);
         assert_eq!(p.manifest.total_size(), 100_000);
         assert!(!p.sources.is_empty());
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn refuses_escaping_symlink() {
-        let d = tempdir("escape");
+        let tmp = tempdir("escape");
+        let d = tmp.path();
         std::os::unix::fs::symlink("../../etc/passwd", d.join("evil")).unwrap();
-        let err = scan(&d).unwrap_err();
+        let err = scan(d).unwrap_err();
         assert!(matches!(err, ContentError::SymlinkEscape { .. }), "{err}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -70,10 +70,12 @@ impl HubConfig {
              #\n\
              # listen            address:port for the HTTPS API (use port 0 for any free port)\n\
              # client_cert_days  validity of certificates issued at enrollment\n\
-             # [tuf]             lifetime of each kind of signed metadata; the hub re-signs\n\
-             #                   when half of the timestamp's lifetime is gone, so clients\n\
-             #                   that cannot reach it for longer than `timestamp` stop\n\
-             #                   trusting stale metadata (freeze protection)\n\
+             # [tuf]             lifetime of each kind of signed metadata (2s to 100years);\n\
+             #                   the hub re-signs each role when half of its lifetime is\n\
+             #                   gone (root only while root.der is in tuf/keys; otherwise\n\
+             #                   it warns, see docs/security.md), so clients that cannot\n\
+             #                   reach it for longer than `timestamp` stop trusting stale\n\
+             #                   metadata (freeze protection)\n\
              # [gc]              how often unreferenced content is removed, and how long an\n\
              #                   uploaded chunk may wait for the publish that uses it\n\n{body}"
         )
@@ -85,6 +87,10 @@ impl HubConfig {
         let config: HubConfig = toml::from_str(&text).map_err(|e| HubError::Config {
             path: path.display().to_string(),
             message: e.to_string(),
+        })?;
+        config.tuf.validate().map_err(|message| HubError::Config {
+            path: path.display().to_string(),
+            message,
         })?;
         if config.client_cert_days < 1 {
             return Err(HubError::Config {

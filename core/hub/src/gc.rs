@@ -37,8 +37,12 @@ pub async fn collect(state: &HubState, staged_max_age: Duration) -> Result<GcRep
             report.objects += 1;
         }
     }
-    let cutoff = chrono::Utc::now().timestamp()
-        - i64::try_from(staged_max_age.as_secs()).unwrap_or(i64::MAX);
+    // An age of zero reclaims every staged chunk, including this second's.
+    let cutoff = if staged_max_age.is_zero() {
+        i64::MAX
+    } else {
+        chrono::Utc::now().timestamp() - i64::try_from(staged_max_age.as_secs()).unwrap_or(i64::MAX)
+    };
     report.staged_chunks = state.catalog.expire_staged(cutoff)?;
     report.packs = remove_dead_packs(state).await?;
     Ok(report)

@@ -6,11 +6,12 @@ use std::collections::HashSet;
 
 use ferry_catalog::{ChunkSource, NewObject, NewVersion};
 use ferry_content::{Digest, Manifest, ManifestLimits};
-use ferry_net::api::PublishResponse;
+use ferry_net::api::{ErrorCode, PublishResponse};
 use ferry_store::StoreError;
 
 use crate::HubState;
 use crate::api::ApiError;
+use ferry_serve::blocking;
 
 /// Publishes `manifest` for `publisher`. The caller has checked the role.
 pub(crate) async fn publish(
@@ -18,47 +19,57 @@ pub(crate) async fn publish(
     manifest_bytes: Vec<u8>,
     publisher: &str,
 ) -> Result<PublishResponse, ApiError> {
-    let manifest = Manifest::from_slice(&manifest_bytes, ManifestLimits::default())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (manifest, manifest_bytes) = blocking(move || {
+        let manifest = Manifest::from_slice(&manifest_bytes, ManifestLimits::default())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok((manifest, manifest_bytes))
+    })
+    .await?;
     let metadata_guard = state.metadata_lock.lock().await;
-    if state
-        .catalog
-        .version_exists(&manifest.name, &manifest.version)?
-    {
-        return Err(ApiError::conflict(format!(
-            "{} {} is already published; versions are immutable, publish a new version instead",
-            manifest.name, manifest.version
-        )));
-    }
     let staging_guard = state.staging_lock.read().await;
 
     // Every chunk must be staged or stored before anything is written.
-    let mut missing = Vec::new();
-    let mut seen = HashSet::new();
-    for file in &manifest.files {
-        if file.symlink.is_some() || state.catalog.object_known(&file.content_id())? {
-            continue;
+    let catalog = state.catalog.clone();
+    let files = manifest.files.clone();
+    let (name, version) = (manifest.name.clone(), manifest.version.clone());
+    blocking(move || {
+        if catalog.version_exists(&name, &version)? {
+            return Err(ApiError::conflict(
+                ErrorCode::AlreadyPublished,
+                format!(
+                    "{name} {version} is already published; versions are immutable, publish a new version instead"
+                ),
+            ));
         }
-        for c in &file.chunks {
-            if seen.insert(c.digest) && state.catalog.chunk_source(&c.digest)?.is_none() {
-                missing.push(c.digest);
+        let mut missing = Vec::new();
+        let mut seen = HashSet::new();
+        for file in &files {
+            if file.symlink.is_some() || catalog.object_known(&file.content_id())? {
+                continue;
+            }
+            for c in &file.chunks {
+                if seen.insert(c.digest) && catalog.chunk_source(&c.digest)?.is_none() {
+                    missing.push(c.digest);
+                }
             }
         }
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::conflict(format!(
-            "{} chunk(s) of {} {} are not on the hub (first: {}); upload them, then publish again",
-            missing.len(),
-            manifest.name,
-            manifest.version,
-            missing[0]
-        )));
-    }
+        if let Some(first) = missing.first() {
+            return Err(ApiError::conflict(
+                ErrorCode::ChunksMissing,
+                format!(
+                    "{} chunk(s) of {name} {version} are not on the hub (first: {first}); upload them, then publish again",
+                    missing.len()
+                ),
+            ));
+        }
+        Ok(())
+    })
+    .await?;
 
     let store = state.store.clone();
     let catalog = state.catalog.clone();
     let files = manifest.files.clone();
-    let objects = tokio::task::spawn_blocking(move || -> Result<Vec<NewObject>, ApiError> {
+    let objects = blocking(move || -> Result<Vec<NewObject>, ApiError> {
         let mut objects = Vec::new();
         let mut done = HashSet::new();
         for file in files.iter().filter(|f| f.symlink.is_none()) {
@@ -95,8 +106,7 @@ pub(crate) async fn publish(
         }
         Ok(objects)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("assembly task failed: {e}")))??;
+    .await?;
 
     let target = manifest.target_name();
     let record = NewVersion {
@@ -110,9 +120,8 @@ pub(crate) async fn publish(
         published_by: publisher.to_owned(),
         objects,
     };
-    state.catalog.commit_version(&record)?;
     // The chunks now live inside objects; their staged copies are spare. A
-    // crash before this leaves staged rows that expire by age.
+    // crash between the two leaves staged rows that expire by age.
     let used: Vec<Digest> = manifest
         .files
         .iter()
@@ -120,16 +129,22 @@ pub(crate) async fn publish(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    state.catalog.unstage(&used)?;
+    let catalog = state.catalog.clone();
+    let record = blocking(move || {
+        catalog.commit_version(&record)?;
+        catalog.unstage(&used)?;
+        Ok(record)
+    })
+    .await?;
     drop(staging_guard);
     let metadata_version = match state.resign().await {
         Ok(v) => v,
         Err(e) => {
             // Unsigned, the version must not be listed either: withdraw it so
             // the publisher can simply try again.
-            state
-                .catalog
-                .delete_version(&manifest.name, &manifest.version)?;
+            let catalog = state.catalog.clone();
+            let (name, version) = (manifest.name.clone(), manifest.version.clone());
+            blocking(move || Ok(catalog.delete_version(&name, &version)?)).await?;
             return Err(ApiError::internal(format!(
                 "signing metadata for {} {} failed, nothing was published: {e}",
                 manifest.name, manifest.version
@@ -154,5 +169,6 @@ pub(crate) async fn publish(
         files: record.file_count,
         total_size: record.total_size,
         metadata_version,
+        warnings: state.expiry_warnings(),
     })
 }

@@ -58,33 +58,38 @@ pub async fn run(
 /// A crash between a catalog commit and re-signing is repaired here.
 async fn sync_metadata(state: &HubState) -> Result<(), HubError> {
     let _guard = state.metadata_lock.lock().await;
-    let catalog: Vec<String> = state
-        .catalog
-        .all_targets()?
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    if state.tuf.current_targets()? != catalog || state.tuf.needs_refresh()? {
-        let version = state.resign().await?;
+    if let Some(version) = state.refresh().await? {
         tracing::info!(version, "metadata re-signed at start-up");
+    }
+    for warning in state.expiry_warnings() {
+        tracing::warn!("{warning}");
     }
     Ok(())
 }
 
-/// Re-signs metadata before the timestamp expires.
+/// Re-signs every role before it expires, and repeats, hourly, the warning
+/// that root cannot be renewed while its key is offline.
 async fn refresh_loop(state: Arc<HubState>) {
-    let period =
-        (state.config.tuf.timestamp / 8).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    let period = (state.config.tuf.shortest() / 8)
+        .clamp(Duration::from_millis(200), Duration::from_secs(60));
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         tokio::time::sleep(period).await;
-        let _guard = state.metadata_lock.lock().await;
-        match state.tuf.needs_refresh() {
-            Ok(false) => {}
-            Ok(true) => match state.resign().await {
-                Ok(v) => tracing::info!(version = v, "metadata re-signed before expiry"),
-                Err(e) => tracing::error!("re-signing metadata failed: {e}"),
-            },
-            Err(e) => tracing::error!("reading metadata state failed: {e}"),
+        let guard = state.metadata_lock.lock().await;
+        match state.refresh().await {
+            Ok(Some(v)) => tracing::info!(version = v, "metadata re-signed before expiry"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("re-signing metadata failed: {e}"),
+        }
+        drop(guard);
+        let warnings = state.expiry_warnings();
+        if warnings.is_empty() {
+            last_warning = None;
+        } else if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            last_warning = Some(tokio::time::Instant::now());
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
         }
     }
 }

@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -7,6 +8,15 @@ use ferry_store::ContentStore;
 use ferry_trust::{SigningRepository, TargetEntry};
 
 use crate::{HubConfig, HubError, HubLayout};
+
+/// Runs blocking work (SQLite, files) off the async worker threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HubError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HubError::DataDir(format!("a blocking task failed: {e}")))
+}
 
 /// Everything a running hub works with, shared by all requests.
 pub struct HubState {
@@ -30,6 +40,10 @@ pub struct HubState {
     /// packs; removing packs holds it exclusively, so a pack is never removed
     /// between being written and being indexed, or while a publish reads it.
     pub staging_lock: tokio::sync::RwLock<()>,
+    /// Target names of the metadata served now: listings show only versions
+    /// in it, so nothing is listed before it is signed (a version committed
+    /// a moment ago becomes visible with the metadata that signs it).
+    signed: std::sync::RwLock<Arc<HashSet<String>>>,
 }
 
 impl HubState {
@@ -48,6 +62,7 @@ impl HubState {
         let store = ContentStore::open(&layout.store())?;
         let tuf = SigningRepository::open(&layout.tuf(), config.tuf)?;
         let ca = CertificateAuthority::load(&layout.tls())?;
+        let signed = tuf.current_targets()?.into_iter().collect();
         Ok(HubState {
             layout,
             config,
@@ -57,15 +72,24 @@ impl HubState {
             ca,
             metadata_lock: tokio::sync::Mutex::new(()),
             staging_lock: tokio::sync::RwLock::new(()),
+            signed: std::sync::RwLock::new(Arc::new(signed)),
         })
+    }
+
+    /// Target names the served metadata signs.
+    pub fn signed_targets(&self) -> Arc<HashSet<String>> {
+        self.signed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-signs the metadata so it lists exactly the published versions.
     /// The caller holds `metadata_lock`.
     pub async fn resign(&self) -> Result<u64, HubError> {
-        let targets: Vec<TargetEntry> = self
-            .catalog
-            .all_targets()?
+        let catalog = self.catalog.clone();
+        let targets: Vec<TargetEntry> = blocking(move || catalog.all_targets())
+            .await??
             .into_iter()
             .map(|t| TargetEntry {
                 name: t.name,
@@ -73,6 +97,58 @@ impl HubState {
                 sha256: t.sha256.0,
             })
             .collect();
-        Ok(self.tuf.publish(&targets).await?)
+        let version = self.tuf.publish(&targets).await?;
+        let names = targets.into_iter().map(|t| t.name).collect();
+        *self.signed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(names);
+        Ok(version)
+    }
+
+    /// Re-signs whatever is past half of its lifetime: root (when its key is
+    /// online; otherwise [`HubState::expiry_warnings`] says so) and then
+    /// targets, snapshot and timestamp, also when the signed targets differ
+    /// from the catalog's versions (a crash or a failed signature between a
+    /// catalog change and its signing). Returns the new metadata version if
+    /// one was signed. The caller holds `metadata_lock`.
+    pub async fn refresh(&self) -> Result<Option<u64>, HubError> {
+        let catalog = self.catalog.clone();
+        let listed: Vec<String> = blocking(move || catalog.all_targets())
+            .await??
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let force = self.tuf.current_targets()? != listed;
+        let needs = self.tuf.needs_refresh()?;
+        let mut renewed_root = false;
+        if needs.root && self.tuf.root_key_online() {
+            let version = self.tuf.renew_root().await?;
+            tracing::info!(version, "root metadata renewed before expiry");
+            renewed_root = true;
+        }
+        if force || renewed_root || needs.metadata {
+            return Ok(Some(self.resign().await?));
+        }
+        Ok(None)
+    }
+
+    /// Warnings an operator must act on: root metadata past half of its
+    /// lifetime while its key is offline. Empty when all is well.
+    pub fn expiry_warnings(&self) -> Vec<String> {
+        let Ok(needs) = self.tuf.needs_refresh() else {
+            return vec!["the hub cannot read its own signed metadata; check the log".into()];
+        };
+        if !needs.root || self.tuf.root_key_online() {
+            return Vec::new();
+        }
+        let expires = self
+            .tuf
+            .state()
+            .map(|s| s.root_expires.to_string())
+            .unwrap_or_else(|_| "soon".into());
+        vec![format!(
+            "root metadata expires at {expires} and the root key is offline: every client stops \
+             trusting this hub then. Copy root.der into {} for a minute (the running hub renews \
+             root and logs it), then move it offline again; see docs/security.md",
+            self.layout.tuf().join("keys").display()
+        )]
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ferry_catalog::{HubCatalog, Role, SqliteCatalog, TokenRecord};
+use ferry_catalog::{Enrollment, Role, SqliteCatalog, TokenRecord};
 use ferry_net::{CertificateAuthority, EnrollmentToken};
 
 use crate::{HubError, HubLayout};

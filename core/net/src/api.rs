@@ -11,6 +11,15 @@
 //!   [`ferry_content::pack_records`], at most [`MAX_PACK_BODY`] bytes) →
 //!   [`PackResponse`]; the pack is kept whole or refused whole (publisher)
 //! - `GET  chunks/{digest}` - raw chunk bytes
+//! - `POST chunks/batch` - concatenated 32-byte digests (at most
+//!   [`MAX_BATCH_DIGESTS`]) → one streamed answer of records, each the
+//!   digest, its length as u32 little-endian ([`BATCH_NOT_HELD`] for a chunk
+//!   the server lacks) and the bytes; in any order, each requested chunk
+//!   once; zstd-compressed (`Content-Encoding: zstd`) when the request
+//!   accepts it
+//! - `GET  manifests/{sha256}.{target}[?base={sha256}.{target}]` - a
+//!   manifest as a zstd frame, or as a zstd delta of the base manifest
+//!   (`unknown-base` if the server lacks it)
 //! - `POST publish` - a manifest (JSON), or with `?base=TARGET` a zstd delta
 //!   against that published manifest → [`PublishResponse`] (publisher)
 //! - `GET  packages[?name=N&req=R]` - [`VersionInfo`] list
@@ -20,14 +29,186 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Route paths, relative to the server's base URL. Servers mount them with
+/// axum's `{param}` syntax; clients build URLs with the helper functions.
+pub mod routes {
+    /// `GET`: the CA certificate (PEM).
+    pub const CA: &str = "/v1/ca";
+    /// `POST`: enrollment.
+    pub const ENROLL: &str = "/v1/enroll";
+    /// `GET`: the caller's own record.
+    pub const WHOAMI: &str = "/v1/whoami";
+    /// `POST`: which chunks the server lacks.
+    pub const CHUNKS_MISSING: &str = "/v1/chunks/missing";
+    /// `POST`: upload a chunk pack.
+    pub const CHUNKS: &str = "/v1/chunks";
+    /// `POST`: many chunks in one streamed answer.
+    pub const CHUNKS_BATCH: &str = "/v1/chunks/batch";
+    /// `GET`: one chunk.
+    pub const CHUNK: &str = "/v1/chunks/{digest}";
+    /// `POST`: publish a manifest.
+    pub const PUBLISH: &str = "/v1/publish";
+    /// `GET`: published versions.
+    pub const PACKAGES: &str = "/v1/packages";
+    /// `DELETE`: withdraw a version.
+    pub const PACKAGE_VERSION: &str = "/v1/packages/{name}/{version}";
+    /// `GET`: a whole file, with `Range`.
+    pub const OBJECT: &str = "/v1/objects/{id}";
+    /// `GET`: signed TUF metadata.
+    pub const TUF_METADATA: &str = "/v1/tuf/{file}";
+    /// `GET`: a manifest as a TUF target.
+    pub const TUF_TARGET: &str = "/v1/tuf/targets/{file}";
+    /// `GET`: a manifest (`SHA256.TARGET`, as TUF names consistent
+    /// snapshots) as a zstd frame, optionally as a delta of another
+    /// manifest the client holds (`?base=SHA256.TARGET`).
+    pub const MANIFEST: &str = "/v1/manifests/{file}";
+
+    /// Relative URL of the TUF metadata directory.
+    pub const TUF_METADATA_DIR: &str = "v1/tuf/";
+    /// Relative URL of the TUF targets directory.
+    pub const TUF_TARGETS_DIR: &str = "v1/tuf/targets/";
+
+    /// Relative URL of one object.
+    pub fn object(id: &impl std::fmt::Display) -> String {
+        format!("v1/objects/{id}")
+    }
+    /// Relative URL of a manifest by its SHA-256 (hex) and target name,
+    /// optionally as a delta of `base` (the same pair for a manifest the
+    /// client holds).
+    pub fn manifest(sha256: &str, target: &str, base: Option<(&str, &str)>) -> String {
+        match base {
+            Some((bsha, btarget)) => {
+                format!("v1/manifests/{sha256}.{target}?base={bsha}.{btarget}")
+            }
+            None => format!("v1/manifests/{sha256}.{target}"),
+        }
+    }
+    /// Relative URL of a route without parameters (strips the leading `/`).
+    pub fn relative(route: &str) -> &str {
+        route.trim_start_matches('/')
+    }
+}
+
 /// Largest request body the API accepts outside chunk and publish uploads.
 pub const MAX_JSON_BODY: usize = 64 << 20;
+
+/// Response header that repeats an error's [`ErrorCode`], so a client can
+/// classify a failure without parsing the body.
+pub const ERROR_CODE_HEADER: &str = "x-ferry-error";
+
+/// Stable, machine-readable error codes. Clients match these, never the
+/// message text, which is for people and may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The request is malformed; the message says how.
+    BadRequest,
+    /// No client certificate, or one this server does not know.
+    Unauthenticated,
+    /// The caller's role may not do this.
+    Forbidden,
+    /// The caller's certificate was revoked.
+    Revoked,
+    /// No such route, version, object, chunk or metadata file.
+    NotFound,
+    /// The version exists already; versions are immutable.
+    AlreadyPublished,
+    /// A publish names chunks the server does not hold.
+    ChunksMissing,
+    /// A delta names a base the server does not hold.
+    UnknownBase,
+    /// The enrollment token is unknown, used or expired.
+    TokenRefused,
+    /// The request body or a requested range is too large.
+    TooLarge,
+    /// A byte range outside the object.
+    RangeNotSatisfiable,
+    /// Too many requests or connections from this client; retry later.
+    Busy,
+    /// The server's disk is full.
+    StorageFull,
+    /// A server-side failure; the server's log has the details.
+    Internal,
+    /// A code this client does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Revoked => "revoked",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::AlreadyPublished => "already-published",
+            ErrorCode::ChunksMissing => "chunks-missing",
+            ErrorCode::UnknownBase => "unknown-base",
+            ErrorCode::TokenRefused => "token-refused",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::RangeNotSatisfiable => "range-not-satisfiable",
+            ErrorCode::Busy => "busy",
+            ErrorCode::StorageFull => "storage-full",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
 
 /// An error body: every non-2xx response carries one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// What went wrong and what to do about it.
     pub error: String,
+    /// The stable code, as [`ErrorCode::as_str`] spells it (a string, so a
+    /// client keeps codes it does not know yet).
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// What an enrolled client is allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Uploads and publishes packages.
+    Publisher,
+    /// A branch office's distribution server.
+    Relay,
+    /// An endpoint.
+    Agent,
+}
+
+impl Role {
+    /// The role's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Relay => "relay",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "publisher" => Ok(Role::Publisher),
+            "relay" => Ok(Role::Relay),
+            "agent" => Ok(Role::Agent),
+            other => Err(format!(
+                "unknown role {other:?}: use publisher, relay or agent"
+            )),
+        }
+    }
 }
 
 /// Redeems an enrollment token for a client certificate.
@@ -59,6 +240,17 @@ pub struct EnrollResponse {
     /// The hub's current TUF root metadata (JSON text).
     pub tuf_root: String,
 }
+
+/// Most digests one `chunks/batch` request may name.
+pub const MAX_BATCH_DIGESTS: usize = 16 << 10;
+
+/// In a `chunks/batch` answer, the length field of a chunk the server does
+/// not hold (no bytes follow).
+pub const BATCH_NOT_HELD: u32 = u32::MAX;
+
+/// Bytes before each chunk's data in a `chunks/batch` answer: its SHA-256
+/// and its length (u32, little-endian).
+pub const BATCH_RECORD_HEADER: usize = 36;
 
 /// Most digests one `chunks/missing` query may carry.
 pub const MAX_MISSING_QUERY: usize = 1 << 20;
@@ -100,6 +292,10 @@ pub struct PublishResponse {
     pub total_size: u64,
     /// Version of the TUF metadata that lists it.
     pub metadata_version: u64,
+    /// What the hub's operator must act on (such as root metadata about to
+    /// expire with its key offline); empty when all is well.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A published version, as listed by `GET /v1/packages`.

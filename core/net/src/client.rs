@@ -1,13 +1,45 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::api::ErrorBody;
 use crate::{ClientCredentials, NetError, client_config};
+
+/// How slow a source may be before it counts as down. An untrusted source
+/// must not hold a client by dripping bytes: after `grace`, a body must keep
+/// an average of `min_rate` bytes per second, and no wait for the next
+/// piece (or for the response headers) may last longer than `stall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Time allowed before the average rate counts (connection, headers,
+    /// the first bytes).
+    pub grace: Duration,
+    /// Lowest average rate accepted after `grace`, in bytes per second.
+    pub min_rate: u64,
+    /// Longest wait for any single piece.
+    pub stall: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            grace: Duration::from_secs(30),
+            min_rate: 1024,
+            stall: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A response body read at a client's [`Pace`].
+pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, NetError>> + Send + Sync>>;
+
+/// Largest error body read from a source; the rest is ignored.
+const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// An HTTPS client for the hub (or a mirror) that trusts only the pinned hub
 /// CA and presents this client's certificate.
@@ -15,6 +47,7 @@ use crate::{ClientCredentials, NetError, client_config};
 pub struct HubClient {
     http: reqwest::Client,
     base: Url,
+    pace: Pace,
 }
 
 /// A streaming response.
@@ -41,13 +74,24 @@ impl HubClient {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| NetError::Tls(describe_error(&e)))?;
         Ok(HubClient {
             http,
             base: with_slash(base),
+            pace: Pace::default(),
         })
+    }
+
+    /// The same client with another [`Pace`].
+    pub fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = pace;
+        self
+    }
+
+    /// The pace every request of this client must keep.
+    pub fn pace(&self) -> Pace {
+        self.pace
     }
 
     /// A client for the hub these credentials were issued by.
@@ -69,6 +113,7 @@ impl HubClient {
         HubClient {
             http: self.http.clone(),
             base: with_slash(base),
+            pace: self.pace,
         }
     }
 
@@ -80,34 +125,69 @@ impl HubClient {
         })
     }
 
-    async fn check(
+    /// Sends a request within the pace's grace period and turns an error
+    /// status into [`NetError::Status`], reading at most 64 KiB of its body.
+    async fn send(
+        &self,
         url: &Url,
-        result: reqwest::Result<reqwest::Response>,
+        request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, NetError> {
-        let response = result.map_err(|e| NetError::Request {
-            url: url.to_string(),
-            detail: describe_error(&e),
-        })?;
+        let response = match tokio::time::timeout(self.pace.grace, request.send()).await {
+            Err(_) => {
+                return Err(NetError::TooSlow {
+                    url: url.to_string(),
+                    detail: format!("no response within {:?}", self.pace.grace),
+                });
+            }
+            Ok(result) => result.map_err(|e| NetError::Request {
+                url: url.to_string(),
+                detail: describe_error(&e),
+            })?,
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| text.chars().take(500).collect());
+        let code = response
+            .headers()
+            .get(crate::api::ERROR_CODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut text = Vec::new();
+        let mut stream = self.body(url, response);
+        while let Some(Ok(piece)) = stream.next().await {
+            let room = MAX_ERROR_BODY as usize - text.len();
+            text.extend_from_slice(&piece[..piece.len().min(room)]);
+            if text.len() as u64 >= MAX_ERROR_BODY {
+                break;
+            }
+        }
+        let body = serde_json::from_slice::<ErrorBody>(&text).ok();
+        let message = match &body {
+            Some(b) => b.error.clone(),
+            None => String::from_utf8_lossy(&text).chars().take(500).collect(),
+        };
         Err(NetError::Status {
             url: url.to_string(),
             status: status.as_u16(),
+            code: body.and_then(|b| b.code).or(code),
             message,
         })
+    }
+
+    /// The body of `response` as a stream that fails with
+    /// [`NetError::TooSlow`] when the source falls below this client's pace.
+    pub fn body(&self, url: &Url, response: reqwest::Response) -> BodyStream {
+        Box::pin(paced(url.clone(), response.bytes_stream(), self.pace))
     }
 
     /// GET a JSON document.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, NetError> {
         let url = self.url(path)?;
-        let response = Self::check(&url, self.http.get(url.clone()).send().await).await?;
-        let bytes = read_limited(&url, response, crate::api::MAX_JSON_BODY as u64).await?;
+        let response = self.send(&url, self.http.get(url.clone())).await?;
+        let bytes = self
+            .read_limited(&url, response, crate::api::MAX_JSON_BODY as u64)
+            .await?;
         serde_json::from_slice(&bytes).map_err(|e| NetError::Request {
             url: url.to_string(),
             detail: format!("unexpected response: {e}"),
@@ -132,17 +212,15 @@ impl HubClient {
         body: Vec<u8>,
     ) -> Result<T, NetError> {
         let url = self.url(path)?;
-        let response = Self::check(
-            &url,
-            self.http
-                .post(url.clone())
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(body)
-                .send()
-                .await,
-        )
-        .await?;
-        let bytes = read_limited(&url, response, crate::api::MAX_JSON_BODY as u64).await?;
+        let request = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        let response = self.send(&url, request).await?;
+        let bytes = self
+            .read_limited(&url, response, crate::api::MAX_JSON_BODY as u64)
+            .await?;
         serde_json::from_slice(&bytes).map_err(|e| NetError::Request {
             url: url.to_string(),
             detail: format!("unexpected response: {e}"),
@@ -151,7 +229,7 @@ impl HubClient {
 
     /// DELETE a resource.
     pub async fn delete(&self, url: &Url) -> Result<(), NetError> {
-        Self::check(url, self.http.delete(url.clone()).send().await).await?;
+        self.send(url, self.http.delete(url.clone())).await?;
         Ok(())
     }
 
@@ -169,7 +247,28 @@ impl HubClient {
             };
             request = request.header(reqwest::header::RANGE, value);
         }
-        Self::check(url, request.send().await).await
+        self.send(url, request).await
+    }
+
+    /// POST raw bytes and return the streaming response (its body is read
+    /// with [`HubClient::body`]). With `zstd`, a zstd-compressed answer is
+    /// welcome (`Accept-Encoding: zstd`).
+    pub async fn post_streaming(
+        &self,
+        url: &Url,
+        content_type: &str,
+        body: Vec<u8>,
+        zstd: bool,
+    ) -> Result<Response, NetError> {
+        let mut request = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        if zstd {
+            request = request.header(reqwest::header::ACCEPT_ENCODING, "zstd");
+        }
+        self.send(url, request).await
     }
 
     /// GET a resource, telling the server a zstd-compressed body is welcome
@@ -180,35 +279,108 @@ impl HubClient {
             .http
             .get(url.clone())
             .header(reqwest::header::ACCEPT_ENCODING, "zstd");
-        Self::check(url, request.send().await).await
+        self.send(url, request).await
     }
 
     /// GET a resource into memory, refusing more than `limit` bytes.
     pub async fn get_bytes(&self, url: &Url, limit: u64) -> Result<Bytes, NetError> {
         let response = self.get(url, None).await?;
-        read_limited(url, response, limit).await
+        self.read_limited(url, response, limit).await
+    }
+
+    /// Reads a body at this client's pace, stopping as soon as it passes
+    /// `limit`.
+    pub async fn read_limited(
+        &self,
+        url: &Url,
+        response: reqwest::Response,
+        limit: u64,
+    ) -> Result<Bytes, NetError> {
+        read_stream_limited(
+            url,
+            response.content_length(),
+            self.body(url, response),
+            limit,
+        )
+        .await
     }
 }
 
-/// Reads a body, stopping as soon as it passes `limit`.
+/// Reads a body at the default [`Pace`], stopping as soon as it passes
+/// `limit`.
 pub async fn read_limited(
     url: &Url,
     response: reqwest::Response,
     limit: u64,
 ) -> Result<Bytes, NetError> {
-    if response.content_length().is_some_and(|n| n > limit) {
+    let length = response.content_length();
+    let stream = Box::pin(paced(url.clone(), response.bytes_stream(), Pace::default()));
+    read_stream_limited(url, length, stream, limit).await
+}
+
+/// Wraps a body stream so it fails once the source falls below `pace`.
+fn paced(
+    url: Url,
+    stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + Sync + 'static,
+    pace: Pace,
+) -> impl Stream<Item = Result<Bytes, NetError>> + Send + Sync + 'static {
+    let start = Instant::now();
+    let state = Some((Box::pin(stream), 0u64));
+    futures_util::stream::unfold(state, move |state| {
+        let url = url.clone();
+        async move {
+            let (mut stream, got) = state?;
+            // The average-rate deadline moves with every byte received.
+            let earned = Duration::from_secs_f64(got as f64 / pace.min_rate.max(1) as f64);
+            let deadline = (start + pace.grace + earned).min(Instant::now() + pace.stall);
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => {
+                    let detail = format!(
+                        "the source sent {got} bytes in {:.0?}, slower than the {} bytes/s required (or nothing for {:?})",
+                        start.elapsed(),
+                        pace.min_rate,
+                        pace.stall
+                    );
+                    Some((
+                        Err(NetError::TooSlow {
+                            url: url.to_string(),
+                            detail,
+                        }),
+                        None,
+                    ))
+                }
+                Ok(None) => None,
+                Ok(Some(Ok(piece))) => {
+                    let got = got + piece.len() as u64;
+                    Some((Ok(piece), Some((stream, got))))
+                }
+                Ok(Some(Err(e))) => Some((
+                    Err(NetError::Request {
+                        url: url.to_string(),
+                        detail: describe_error(&e),
+                    }),
+                    None,
+                )),
+            }
+        }
+    })
+}
+
+async fn read_stream_limited(
+    url: &Url,
+    content_length: Option<u64>,
+    mut stream: impl Stream<Item = Result<Bytes, NetError>> + Unpin,
+    limit: u64,
+) -> Result<Bytes, NetError> {
+    if content_length.is_some_and(|n| n > limit) {
         return Err(NetError::TooLarge {
             url: url.to_string(),
             limit,
         });
     }
     let mut out = Vec::new();
-    let mut stream = response.bytes_stream();
     while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| NetError::Request {
-            url: url.to_string(),
-            detail: describe_error(&e),
-        })?;
+        let piece = piece?;
         if out.len() as u64 + piece.len() as u64 > limit {
             return Err(NetError::TooLarge {
                 url: url.to_string(),

@@ -33,8 +33,20 @@ pub enum NetError {
         url: String,
         /// HTTP status.
         status: u16,
+        /// The stable error code (see [`crate::api::ErrorCode`]), when the
+        /// server sent one; clients match on it, never on the message.
+        code: Option<String>,
         /// The server's explanation.
         message: String,
+    },
+    /// The source answered too slowly: no headers in time, a stall, or an
+    /// average rate below the client's minimum.
+    #[error("{url} is too slow: {detail}; trying it again later or another source may help")]
+    TooSlow {
+        /// URL of the request.
+        url: String,
+        /// What was measured.
+        detail: String,
     },
     /// The request did not complete.
     #[error("request to {url} failed: {detail}")]
@@ -78,6 +90,28 @@ impl NetError {
         match self {
             NetError::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// The server's stable error code, if it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            NetError::Status { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the fault lies with the source (unreachable, slow, endless,
+    /// failing, or lacking the content), so another source or a later try
+    /// may succeed; `false` for what no source can fix (bad credentials,
+    /// a refused request, local files).
+    pub fn is_source_fault(&self) -> bool {
+        match self {
+            NetError::Request { .. } | NetError::TooSlow { .. } | NetError::TooLarge { .. } => true,
+            NetError::Status { status, .. } => {
+                *status >= 500 || matches!(*status, 404 | 408 | 416 | 429)
+            }
+            _ => false,
         }
     }
 }

@@ -13,7 +13,7 @@ mod server;
 mod tls;
 mod token;
 
-pub use client::{HubClient, Response, describe_error, read_limited};
+pub use client::{BodyStream, HubClient, Pace, Response, describe_error, read_limited};
 pub use credentials::{ClientCredentials, ClientInfo};
 pub use enroll::enroll;
 pub use error::NetError;
@@ -21,6 +21,6 @@ pub use identity::{
     CertificateAuthority, ClientKey, IssuedCertificate, cert_sha256, generate_client_key,
     pem_cert_der,
 };
-pub use server::{Peer, serve};
+pub use server::{Peer, ServerLimits, raise_fd_limit, serve, serve_with_limits};
 pub use tls::{client_config, fetch_ca_pinned, provider, server_config};
 pub use token::EnrollmentToken;

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -26,17 +27,118 @@ pub struct Peer {
     pub cert_sha256: Option<[u8; 32]>,
 }
 
+/// What one server allows, so no client (trusted or not) can hold it: a
+/// connection that does not finish its TLS handshake or send its request
+/// headers in time is closed, and connections are capped in total and per
+/// client certificate. (Handlers bound their own time; see
+/// `ferry_serve`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a request's headers, and for the next request on an
+    /// idle kept-alive connection.
+    pub header_timeout: Duration,
+    /// Open connections at most; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Open connections per client certificate at most.
+    pub max_per_client: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 50_000,
+            max_per_client: 256,
+        }
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit, so a server
+/// can hold as many connections as the system allows (the soft default,
+/// often 1024, is far below what one hub or relay serves).
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Counts open connections per client certificate.
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<HashMap<[u8; 32], usize>>);
+
+impl PerClient {
+    fn enter(self: &Arc<Self>, cert: [u8; 32], max: usize) -> Option<ClientSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(cert).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            cert,
+        })
+    }
+}
+
+struct ClientSlot {
+    counts: Arc<PerClient>,
+    cert: [u8; 32],
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.cert) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.cert);
+            }
+        }
+    }
+}
+
 /// Serves `app` over TLS on `listener` until `shutdown` resolves, then lets
-/// requests in flight finish (up to 10 s).
+/// requests in flight finish (up to 10 s), within [`ServerLimits`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with_limits(listener, tls, app, ServerLimits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    raise_fd_limit();
     let acceptor = TlsAcceptor::from(tls);
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(PerClient::default());
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -51,13 +153,20 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "connection refused: {} connections open", limits.max_connections);
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let per_client = per_client.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::debug!(%addr, "TLS handshake failed: {e}");
@@ -74,6 +183,16 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| cert_sha256(leaf));
+            let _slot = match cert {
+                Some(c) => match per_client.enter(c, limits.max_per_client) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(%addr, "connection refused: client has {} open", limits.max_per_client);
+                        return;
+                    }
+                },
+                None => None,
+            };
             let peer = Peer {
                 addr,
                 cert_sha256: cert,

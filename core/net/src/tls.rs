@@ -190,9 +190,12 @@ pub async fn fetch_ca_pinned(server: &url::Url, pin: [u8; 32]) -> Result<String,
             });
         }
     };
-    let pem = response.text().await.map_err(|e| NetError::Request {
+    // A CA certificate is a few KiB; an impostor must not make enrollment
+    // buffer more.
+    let pem = crate::client::read_limited(&url, response, 64 << 10).await?;
+    let pem = String::from_utf8(pem.to_vec()).map_err(|_| NetError::Request {
         url: url.to_string(),
-        detail: e.to_string(),
+        detail: "the CA certificate is not text".into(),
     })?;
     let der = crate::identity::pem_cert_der(&pem)?;
     let actual = cert_sha256(&der);

@@ -2,46 +2,39 @@
 //! fsync it, rename it over the target, fsync the directory. After a crash
 //! the target holds either the old content or the new, never a mix.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+/// A durable temporary file beside `path` holding `bytes`, with
+/// permissions `mode`; removed again if it is dropped unpersisted.
+fn written_beside(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
+    let dir = parent(path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
 
 /// Writes `bytes` to `path` atomically and durably, with permissions `mode`.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent(path)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        rand::random::<u64>()
-    ));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    written_beside(path, bytes, mode)?
+        .persist(path)
+        .map_err(|e| e.error)?;
+    sync_dir(parent(path)?)
 }
 
-/// Like [`write_file`] but refuses to replace an existing file.
+/// Like [`write_file`] but refuses to replace an existing file, atomically
+/// (no window between a check and the write).
 pub fn create_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    if path.exists() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} already exists", path.display()),
-        ));
-    }
-    write_file(path, bytes, mode)
+    written_beside(path, bytes, mode)?
+        .persist_noclobber(path)
+        .map_err(|e| e.error)?;
+    sync_dir(parent(path)?)
 }
 
 /// Fsyncs a directory so that renames and creations in it survive a crash.
@@ -72,8 +65,8 @@ mod tests {
 
     #[test]
     fn writes_replaces_and_refuses() {
-        let dir = std::env::temp_dir().join(format!("ferry-durable-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
         let p = dir.join("f");
         write_file(&p, b"one", 0o600).unwrap();
         write_file(&p, b"two", 0o600).unwrap();
@@ -82,6 +75,5 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let leftovers = fs::read_dir(&dir).unwrap().count();
         assert_eq!(leftovers, 1, "temporary files left behind");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -330,10 +330,12 @@ fn remove_if_present(path: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    fn store(tag: &str) -> (ContentStore, PathBuf) {
-        let d = std::env::temp_dir().join(format!("ferry-store-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        (ContentStore::open(&d).unwrap(), d)
+    fn store(tag: &str) -> (ContentStore, tempfile::TempDir) {
+        let d = tempfile::Builder::new()
+            .prefix(&format!("ferry-store-{tag}"))
+            .tempdir()
+            .unwrap();
+        (ContentStore::open(d.path()).unwrap(), d)
     }
 
     #[test]
@@ -390,7 +392,7 @@ mod tests {
         assert_eq!(s.objects().unwrap(), vec![id]);
         s.remove_pack(&staged.id).unwrap();
         assert!(s.staged_packs().unwrap().is_empty());
-        fs::remove_dir_all(dir).unwrap();
+        drop(dir);
     }
 
     #[test]
@@ -403,7 +405,7 @@ mod tests {
         let id = Digest::of(b"id");
         assert!(s.assemble(&id, &refs, |_| Ok(b"y".to_vec())).is_err());
         assert!(!s.has_object(&id));
-        assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
-        fs::remove_dir_all(dir).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        drop(dir);
     }
 }

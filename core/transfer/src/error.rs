@@ -38,7 +38,7 @@ pub enum TransferError {
     },
     /// The connection broke off part-way; what arrived verified is kept.
     #[error(
-        "downloading {path} from {source_url} was interrupted after {kept} verified bytes ({detail}); run the same command again to resume"
+        "downloading {path} from {source_url} was interrupted after {kept} verified bytes ({detail}); they are kept: run the same command again to resume"
     )]
     Interrupted {
         /// File inside the package.
@@ -49,6 +49,14 @@ pub enum TransferError {
         kept: u64,
         /// What went wrong.
         detail: String,
+    },
+    /// The source does not hold a chunk it was asked for.
+    #[error("{source_url} does not hold chunk {digest}; another source may")]
+    SourceLacks {
+        /// Where it was asked for.
+        source_url: String,
+        /// The chunk.
+        digest: ferry_content::Digest,
     },
     /// No published version matches the request.
     #[error("{0}")]
@@ -67,10 +75,79 @@ pub enum TransferError {
 }
 
 impl TransferError {
+    /// Whether the fault lies with the source (tampered, stale, endless,
+    /// slow, unreachable or failing), so the next source in a plan, or a
+    /// later try, may succeed. `false` means stop: local disk trouble, a
+    /// request no source can satisfy, or a refusal by the hub itself.
+    pub fn is_source_fault(&self) -> bool {
+        use ferry_trust::TrustError as T;
+        match self {
+            TransferError::ChunkMismatch { .. }
+            | TransferError::WrongLength { .. }
+            | TransferError::Interrupted { .. }
+            | TransferError::SourceLacks { .. } => true,
+            TransferError::Net(e) => e.is_source_fault(),
+            TransferError::Trust(t) => matches!(
+                t,
+                T::Rollback { .. }
+                    | T::Expired { .. }
+                    | T::Tampered(_)
+                    | T::TooLarge { .. }
+                    | T::Unreachable { .. }
+            ),
+            TransferError::Content(_)
+            | TransferError::NoSuchVersion(_)
+            | TransferError::Refused(_)
+            | TransferError::Io { .. } => false,
+        }
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         TransferError::Io {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_of_the_source_are_told_from_local_ones() {
+        let net = |status| {
+            TransferError::Net(ferry_net::NetError::Status {
+                url: "https://relay/".into(),
+                status,
+                code: None,
+                message: String::new(),
+            })
+        };
+        assert!(net(503).is_source_fault());
+        assert!(net(404).is_source_fault());
+        assert!(!net(403).is_source_fault());
+        assert!(!net(400).is_source_fault());
+        let slow = TransferError::Net(ferry_net::NetError::TooSlow {
+            url: "u".into(),
+            detail: "d".into(),
+        });
+        assert!(slow.is_source_fault());
+        let tampered = TransferError::ChunkMismatch {
+            path: "f".into(),
+            index: 0,
+            expected: ferry_content::Digest::of(b""),
+            source_url: "u".into(),
+        };
+        assert!(tampered.is_source_fault());
+        let disk = TransferError::io(
+            std::path::Path::new("/x"),
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(!disk.is_source_fault());
+        assert!(
+            TransferError::Trust(ferry_trust::TrustError::Tampered("x".into())).is_source_fault()
+        );
+        assert!(!TransferError::NoSuchVersion("x".into()).is_source_fault());
     }
 }

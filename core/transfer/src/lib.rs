@@ -1,16 +1,21 @@
-//! Moving content between this machine and a hub or mirror, with every byte
-//! checked: TUF metadata through [`TufTransport`], manifests through
-//! [`fetch_manifest`], files through [`download_package`], and publishing
+//! Moving content between this machine and a hub, relay or mirror, with
+//! every byte checked: TUF metadata through [`TufTransport`], manifests
+//! through [`fetch_manifest`] (as deltas of ones held locally), files
+//! through [`fetch_objects`] (only the chunks no local file holds, in
+//! batches, into [`LocalContent`]) and [`materialize`], and publishing
 //! through [`upload`].
 //!
-//! A mirror is untrusted: everything it serves is checked against metadata
+//! A source is untrusted: everything it serves is checked against metadata
 //! that chains up to the root pinned at enrollment.
 
-mod download;
+pub mod chunks;
 mod error;
+mod fetch;
+mod local;
 mod metadata;
 pub mod upload;
 
-pub use download::{DownloadReport, download_package};
 pub use error::TransferError;
-pub use metadata::{TufTransport, fetch_manifest, load_repository, resolve_version};
+pub use fetch::{FetchReport, ManifestFetch, fetch_manifest, fetch_objects, materialize};
+pub use local::LocalContent;
+pub use metadata::{TufTransport, load_repository, resolve_version};

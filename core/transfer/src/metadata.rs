@@ -1,5 +1,6 @@
-use ferry_content::{Manifest, ManifestLimits, PackageName};
-use ferry_net::{ClientCredentials, HubClient, NetError};
+use ferry_content::PackageName;
+use ferry_net::api::routes;
+use ferry_net::{ClientCredentials, HubClient};
 use ferry_trust::{
     Transport, TransportError, TransportErrorKind, TransportStream, TrustedRepository,
 };
@@ -22,30 +23,21 @@ impl TufTransport {
     }
 }
 
-/// Largest compressed body accepted before decoding it.
-const MAX_COMPRESSED: u64 = ferry_content::MAX_MANIFEST_BYTES;
-
 #[tough::async_trait]
 impl Transport for TufTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
-        match self.client.get_accepting_zstd(&url).await {
+        match self.client.get(&url, None).await {
             Ok(response) => {
-                let zstd = response
-                    .headers()
-                    .get("content-encoding")
-                    .is_some_and(|v| v.as_bytes() == b"zstd");
-                if zstd {
-                    return decoding_stream(url, response).await;
-                }
+                // Paced: a source dripping metadata is dropped, not waited on.
                 let u = url.clone();
-                let stream = response.bytes_stream().map(move |piece| {
+                let stream = self.client.body(&url, response).map(move |piece| {
                     piece.map_err(|e| {
                         TransportError::new_with_cause(TransportErrorKind::Other, &u, e)
                     })
                 });
                 Ok(Box::pin(stream))
             }
-            Err(NetError::Status { status: 404, .. }) => {
+            Err(e) if e.status() == Some(404) => {
                 Err(TransportError::new(TransportErrorKind::FileNotFound, url))
             }
             Err(e) => Err(TransportError::new_with_cause(
@@ -57,50 +49,6 @@ impl Transport for TufTransport {
     }
 }
 
-/// Decodes a zstd body lazily, 64 KiB at a time, so tough's check of the
-/// signed length stops a decompression bomb as early as it stops a plain
-/// endless response.
-async fn decoding_stream(
-    url: Url,
-    response: ferry_net::Response,
-) -> Result<TransportStream, TransportError> {
-    let other = |e: &dyn std::fmt::Display| {
-        TransportError::new_with_cause(
-            TransportErrorKind::Other,
-            &url,
-            std::io::Error::other(e.to_string()),
-        )
-    };
-    let compressed = ferry_net::read_limited(&url, response, MAX_COMPRESSED)
-        .await
-        .map_err(|e| other(&e))?;
-    let decoder = zstd::stream::read::Decoder::new(std::io::Cursor::new(compressed))
-        .map_err(|e| other(&e))?;
-    let stream = futures_util::stream::unfold(Some(decoder), move |state| {
-        let url = url.clone();
-        async move {
-            let mut decoder = state?;
-            let mut piece = vec![0u8; 64 << 10];
-            match std::io::Read::read(&mut decoder, &mut piece) {
-                Ok(0) => None,
-                Ok(n) => {
-                    piece.truncate(n);
-                    Some((Ok(bytes::Bytes::from(piece)), Some(decoder)))
-                }
-                Err(e) => Some((
-                    Err(TransportError::new_with_cause(
-                        TransportErrorKind::Other,
-                        &url,
-                        e,
-                    )),
-                    None,
-                )),
-            }
-        }
-    });
-    Ok(Box::pin(stream))
-}
-
 /// Loads and verifies the repository metadata from `client`'s base URL (the
 /// hub, or any mirror), starting from the credentials' pinned root and
 /// refusing anything older than what was verified before.
@@ -108,8 +56,8 @@ pub async fn load_repository(
     creds: &ClientCredentials,
     client: &HubClient,
 ) -> Result<TrustedRepository, TransferError> {
-    let metadata = client.url("v1/tuf/")?;
-    let targets = client.url("v1/tuf/targets/")?;
+    let metadata = client.url(routes::TUF_METADATA_DIR)?;
+    let targets = client.url(routes::TUF_TARGETS_DIR)?;
     Ok(TrustedRepository::load(
         &creds.tuf_root,
         &creds.tuf_datastore(),
@@ -138,26 +86,4 @@ pub fn resolve_version(
                 "no signed version of {name} matches {req}; list them with `ferry packages {name}`"
             ))
         })
-}
-
-/// Downloads a version's manifest as a TUF target (length and hash checked
-/// against signed metadata), then checks that it describes exactly the
-/// package and version it was listed under.
-pub async fn fetch_manifest(
-    repo: &TrustedRepository,
-    name: &PackageName,
-    version: &semver::Version,
-) -> Result<(Manifest, Vec<u8>), TransferError> {
-    let target = ferry_content::target_name(name, version);
-    let bytes = repo.read_target(&target).await?;
-    let manifest = Manifest::from_slice(&bytes, ManifestLimits::default())?;
-    if &manifest.name != name || &manifest.version != version {
-        return Err(TransferError::Trust(ferry_trust::TrustError::Tampered(
-            format!(
-                "target {target} holds the manifest of {} {}",
-                manifest.name, manifest.version
-            ),
-        )));
-    }
-    Ok((manifest, bytes))
 }

@@ -11,7 +11,7 @@ use ferry_content::{
 };
 use ferry_net::HubClient;
 use ferry_net::api::{
-    MissingChunksResponse, PACK_CONTENT_TYPE, PackResponse, PublishResponse, VersionInfo,
+    ErrorCode, MissingChunksResponse, PACK_CONTENT_TYPE, PackResponse, PublishResponse, VersionInfo,
 };
 use futures_util::StreamExt;
 
@@ -221,11 +221,7 @@ pub async fn publish(
                     r
                 }
                 // The base was withdrawn meanwhile: send the manifest alone.
-                Err(ferry_net::NetError::Status {
-                    status: 409,
-                    ref message,
-                    ..
-                }) if message.contains("delta base") => {
+                Err(e) if e.code() == Some(ErrorCode::UnknownBase.as_str()) => {
                     send_whole_manifest(client, &new_bytes, &mut report).await?
                 }
                 Err(e) => return Err(e.into()),

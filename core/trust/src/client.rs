@@ -82,6 +82,17 @@ impl TrustedRepository {
         out
     }
 
+    /// One signed target, by name.
+    pub fn target(&self, name: &str) -> Option<TargetInfo> {
+        let target = TargetName::new(name).ok()?;
+        let t = self.repo.targets().signed.targets.get(&target)?;
+        Some(TargetInfo {
+            name: name.to_owned(),
+            length: t.length,
+            sha256: hex::encode(&t.hashes.sha256),
+        })
+    }
+
     /// Version of the targets metadata.
     pub fn version(&self) -> u64 {
         self.repo.targets().signed.version.get()

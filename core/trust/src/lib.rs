@@ -17,5 +17,5 @@ mod signing;
 pub use client::{TargetInfo, TrustedRepository};
 pub use error::TrustError;
 pub use keys::RoleKeys;
-pub use signing::{Lifetimes, MetadataState, SigningRepository, TargetEntry};
+pub use signing::{Lifetimes, MetadataState, RefreshNeeds, SigningRepository, TargetEntry};
 pub use tough::{Transport, TransportError, TransportErrorKind, TransportStream};

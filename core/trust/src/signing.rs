@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tough::editor::RepositoryEditor;
 use tough::editor::signed::SignedRole;
@@ -58,15 +58,68 @@ pub struct TargetEntry {
     pub sha256: [u8; 32],
 }
 
+impl Lifetimes {
+    /// Shortest lifetime accepted: the hub re-signs each role when half of
+    /// its lifetime is gone, checking several times per shortest half-life,
+    /// so anything shorter leaves clients no margin for a slow signature or
+    /// clock skew.
+    pub const MIN: Duration = Duration::from_secs(2);
+    /// Longest lifetime accepted (an expiry must stay a valid timestamp).
+    pub const MAX: Duration = Duration::from_secs(100 * 31_557_600);
+
+    /// Refuses lifetimes that cannot work, naming the role.
+    pub fn validate(&self) -> Result<(), String> {
+        for (role, d) in [
+            ("root", self.root),
+            ("targets", self.targets),
+            ("snapshot", self.snapshot),
+            ("timestamp", self.timestamp),
+        ] {
+            if d < Self::MIN || d > Self::MAX {
+                return Err(format!(
+                    "tuf.{role} = {:?} is outside {:?}..={}; metadata must live long enough to be re-signed before it expires",
+                    d,
+                    Self::MIN,
+                    "100years"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The shortest of the four lifetimes.
+    pub fn shortest(&self) -> Duration {
+        self.root
+            .min(self.targets)
+            .min(self.snapshot)
+            .min(self.timestamp)
+    }
+}
+
 /// Versions and expiry of the metadata currently served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetadataState {
     /// Version of the newest root.
     pub root_version: u64,
+    /// When the newest root expires.
+    pub root_expires: Timestamp,
     /// Version shared by targets, snapshot and timestamp (they move together).
     pub version: u64,
+    /// When the targets metadata expires.
+    pub targets_expires: Timestamp,
+    /// When the snapshot metadata expires.
+    pub snapshot_expires: Timestamp,
     /// When the timestamp expires.
     pub timestamp_expires: Timestamp,
+}
+
+/// What a re-signing check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshNeeds {
+    /// Targets, snapshot or timestamp have less than half their lifetime left.
+    pub metadata: bool,
+    /// Root has less than half its lifetime left.
+    pub root: bool,
 }
 
 /// The hub's signed TUF repository: keys under `DIR/keys`, metadata under
@@ -79,8 +132,19 @@ pub struct SigningRepository {
     lifetimes: Lifetimes,
 }
 
+/// Now plus `d`, in whole seconds: the TUF specification's format for
+/// `expires` is `YYYY-MM-DDTHH:MM:SSZ`, and strict clients (python-tuf)
+/// refuse fractional seconds.
 fn after(d: Duration) -> Timestamp {
-    Timestamp::now() + SignedDuration::try_from(d).unwrap_or(SignedDuration::from_hours(24))
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let at = Timestamp::now().as_second().saturating_add(secs);
+    Timestamp::from_second(at).unwrap_or(Timestamp::MAX)
+}
+
+/// Whether less than half of `lifetime` is left before `expires`.
+fn half_gone(expires: Timestamp, lifetime: Duration) -> bool {
+    let half = i64::try_from((lifetime / 2).as_secs()).unwrap_or(i64::MAX);
+    Timestamp::now().as_second().saturating_add(half) >= expires.as_second()
 }
 
 fn other(e: impl std::fmt::Display) -> TrustError {
@@ -171,50 +235,50 @@ impl SigningRepository {
     /// update. Returns the new root version. The caller re-signs targets,
     /// snapshot and timestamp afterwards so they carry the new keys.
     pub async fn rotate_key(&self, role: &str) -> Result<u64, TrustError> {
-        let role_type = match role {
-            "root" => RoleType::Root,
-            "targets" => RoleType::Targets,
-            "snapshot" => RoleType::Snapshot,
-            "timestamp" => RoleType::Timestamp,
-            other => {
-                return Err(TrustError::Keys(format!(
-                    "unknown role {other:?}: use root, targets, snapshot or timestamp"
-                )));
-            }
-        };
+        let role_type = role_type(role)?;
+        self.next_root(Some((role, role_type))).await
+    }
+
+    /// Signs root N+1: a copy of root N with a fresh expiry and, when
+    /// `rotate` names a role, a new key for it.
+    async fn next_root(&self, rotate: Option<(&str, RoleType)>) -> Result<u64, TrustError> {
         let (path, version) = self.latest_root()?;
         let old = read_root(&path)?;
         let root_key = self.keys.source("root").map_err(|e| {
             TrustError::Keys(format!(
-                "{e}; rotating a key needs the root key: put root.der back into the keys directory for the rotation, then move it offline again"
+                "{e}; signing new root metadata needs the root key: put root.der back into the keys directory, then move it offline again"
             ))
         })?;
         let root_signer = root_key
             .as_sign()
             .await
             .map_err(|e| TrustError::Keys(e.to_string()))?;
-        let new_signer = self.keys.generate_next(role)?;
-        let new_key = new_signer.tuf_key();
-        let new_id = new_key.key_id().map_err(other)?;
 
         let mut root = old.signed.clone();
         root.version = NonZeroU64::new(version + 1).expect("above zero");
         root.expires = after(self.lifetimes.root);
-        let retired = root
-            .roles
-            .get(&role_type)
-            .map(|r| r.keyids.clone())
-            .unwrap_or_default();
-        root.roles
-            .get_mut(&role_type)
-            .ok_or_else(|| TrustError::Keys(format!("root metadata has no {role} role")))?
-            .keyids = vec![new_id.clone()];
-        for id in retired {
-            if !root.roles.values().any(|r| r.keyids.contains(&id)) {
-                root.keys.remove(&id);
+        let mut new_signer = None;
+        if let Some((role, role_type)) = rotate {
+            let signer = self.keys.generate_next(role)?;
+            let new_key = signer.tuf_key();
+            let new_id = new_key.key_id().map_err(other)?;
+            let retired = root
+                .roles
+                .get(&role_type)
+                .map(|r| r.keyids.clone())
+                .unwrap_or_default();
+            root.roles
+                .get_mut(&role_type)
+                .ok_or_else(|| TrustError::Keys(format!("root metadata has no {role} role")))?
+                .keyids = vec![new_id.clone()];
+            for id in retired {
+                if !root.roles.values().any(|r| r.keyids.contains(&id)) {
+                    root.keys.remove(&id);
+                }
             }
+            root.keys.insert(new_id, new_key);
+            new_signer = Some((role, role_type, signer));
         }
-        root.keys.insert(new_id, new_key);
 
         let mut message = Vec::new();
         root.serialize(&mut serde_json::Serializer::with_formatter(
@@ -223,8 +287,8 @@ impl SigningRepository {
         ))
         .map_err(other)?;
         let mut signers: Vec<&dyn Sign> = vec![root_signer.as_ref()];
-        if role_type == RoleType::Root {
-            signers.push(new_signer.as_ref());
+        if let Some((_, RoleType::Root, signer)) = &new_signer {
+            signers.push(signer.as_ref());
         }
         let rng = SystemRandom::new();
         let mut signatures = Vec::new();
@@ -256,7 +320,9 @@ impl SigningRepository {
         let next = self.metadata.join(format!("{}.root.json", version + 1));
         ferry_store::durable::create_file(&next, &bytes, 0o644)
             .map_err(|e| TrustError::io(&next, e))?;
-        self.keys.commit_next(role)?;
+        if let Some((role, _, _)) = new_signer {
+            self.keys.commit_next(role)?;
+        }
         Ok(version + 1)
     }
 
@@ -278,15 +344,29 @@ impl SigningRepository {
 
     /// Versions and expiry of what is served now.
     pub fn state(&self) -> Result<MetadataState, TrustError> {
-        let (_, root_version) = self.latest_root()?;
-        let path = self.metadata.join("timestamp.json");
-        let bytes = std::fs::read(&path).map_err(|e| TrustError::io(&path, e))?;
-        let ts: Signed<tough::schema::Timestamp> = serde_json::from_slice(&bytes).map_err(other)?;
+        let (root_path, root_version) = self.latest_root()?;
+        let root = read_root(&root_path)?;
+        let ts: Signed<tough::schema::Timestamp> = self.read_signed("timestamp.json")?;
+        let version = ts.signed.version.get();
+        let targets: Signed<tough::schema::Targets> =
+            self.read_signed(&format!("{version}.targets.json"))?;
+        let snapshot: Signed<tough::schema::Snapshot> =
+            self.read_signed(&format!("{version}.snapshot.json"))?;
         Ok(MetadataState {
             root_version,
-            version: ts.signed.version.get(),
+            root_expires: root.signed.expires,
+            version,
+            targets_expires: targets.signed.expires,
+            snapshot_expires: snapshot.signed.expires,
             timestamp_expires: ts.signed.expires,
         })
+    }
+
+    fn read_signed<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, TrustError> {
+        let path = self.metadata.join(name);
+        let bytes = std::fs::read(&path).map_err(|e| TrustError::io(&path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| TrustError::Other(format!("{} is unreadable: {e}", path.display())))
     }
 
     /// Target names listed by the targets metadata served now.
@@ -308,12 +388,30 @@ impl SigningRepository {
         Ok(names)
     }
 
-    /// Whether the metadata should be re-signed now: less than half of the
-    /// timestamp's lifetime is left.
-    pub fn needs_refresh(&self) -> Result<bool, TrustError> {
-        let state = self.state()?;
-        let half = SignedDuration::try_from(self.lifetimes.timestamp / 2).map_err(other)?;
-        Ok(Timestamp::now() + half >= state.timestamp_expires)
+    /// What should be re-signed now: every role is re-signed once less than
+    /// half of its lifetime is left.
+    pub fn needs_refresh(&self) -> Result<RefreshNeeds, TrustError> {
+        let s = self.state()?;
+        let l = &self.lifetimes;
+        Ok(RefreshNeeds {
+            metadata: half_gone(s.targets_expires, l.targets)
+                || half_gone(s.snapshot_expires, l.snapshot)
+                || half_gone(s.timestamp_expires, l.timestamp),
+            root: half_gone(s.root_expires, l.root),
+        })
+    }
+
+    /// Whether the root key is in the keys directory (it may be kept
+    /// offline, and is then needed only to rotate keys or renew root).
+    pub fn root_key_online(&self) -> bool {
+        self.keys.source("root").is_ok()
+    }
+
+    /// Publishes root metadata version N+1 with the same keys and a fresh
+    /// expiry, signed by the root key. Needs the root key online. Returns the
+    /// new root version; the caller re-signs the other roles afterwards.
+    pub async fn renew_root(&self) -> Result<u64, TrustError> {
+        self.next_root(None).await
     }
 
     /// Signs a new version of targets, snapshot and timestamp listing exactly
@@ -322,9 +420,14 @@ impl SigningRepository {
     /// so a client never sees a timestamp pointing at files not yet written.
     pub async fn publish(&self, targets: &[TargetEntry]) -> Result<u64, TrustError> {
         let (root_path, _) = self.latest_root()?;
+        // Only a repository that never published has no timestamp; any
+        // other failure to read it must stop signing, since version 1 would
+        // be refused by every client as a rollback.
         let next = match self.state() {
             Ok(s) => s.version + 1,
-            Err(TrustError::Io { .. }) => 1,
+            Err(TrustError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                1
+            }
             Err(e) => return Err(e),
         };
         let version = NonZeroU64::new(next).expect("next version is at least 1");
@@ -390,6 +493,18 @@ impl SigningRepository {
     }
 }
 
+fn role_type(role: &str) -> Result<RoleType, TrustError> {
+    match role {
+        "root" => Ok(RoleType::Root),
+        "targets" => Ok(RoleType::Targets),
+        "snapshot" => Ok(RoleType::Snapshot),
+        "timestamp" => Ok(RoleType::Timestamp),
+        other => Err(TrustError::Keys(format!(
+            "unknown role {other:?}: use root, targets, snapshot or timestamp"
+        ))),
+    }
+}
+
 /// Path and version of the newest `N.root.json` in `metadata`.
 fn latest_root_in(metadata: &Path) -> Result<(PathBuf, u64), TrustError> {
     let entries = std::fs::read_dir(metadata).map_err(|e| TrustError::io(metadata, e))?;
@@ -420,4 +535,132 @@ fn read_root(path: &Path) -> Result<Signed<Root>, TrustError> {
     let bytes = std::fs::read(path).map_err(|e| TrustError::io(path, e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| TrustError::Other(format!("{} is not root metadata: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short() -> Lifetimes {
+        Lifetimes {
+            root: Lifetimes::MIN,
+            targets: Lifetimes::MIN,
+            snapshot: Lifetimes::MIN,
+            timestamp: Lifetimes::MIN,
+        }
+    }
+
+    fn expires_fields(dir: &Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir.join("metadata")).unwrap() {
+            let path = entry.unwrap().path();
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let expires = doc["signed"]["expires"].as_str().unwrap().to_owned();
+            out.push((path.file_name().unwrap().to_string_lossy().into(), expires));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn expiry_is_written_in_whole_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = SigningRepository::create(dir.path(), Lifetimes::default())
+            .await
+            .unwrap();
+        repo.publish(&[]).await.unwrap();
+        let fields = expires_fields(dir.path());
+        assert!(fields.len() >= 4, "{fields:?}");
+        for (file, expires) in fields {
+            // The spec's format, exactly: YYYY-MM-DDTHH:MM:SSZ.
+            let ok = expires.len() == 20
+                && expires.ends_with('Z')
+                && expires.as_bytes()[10] == b'T'
+                && !expires.contains('.');
+            assert!(
+                ok,
+                "{file}: expires {expires:?} is not YYYY-MM-DDTHH:MM:SSZ"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_timestamp_stops_signing_instead_of_restarting_at_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = SigningRepository::create(dir.path(), Lifetimes::default())
+            .await
+            .unwrap();
+        assert_eq!(repo.publish(&[]).await.unwrap(), 2);
+        let metadata = dir.path().join("metadata");
+        let first = std::fs::read(metadata.join("1.targets.json")).unwrap();
+        // Any error but "not found": here the timestamp is a directory.
+        let ts = metadata.join("timestamp.json");
+        std::fs::rename(&ts, metadata.join("ts.saved")).unwrap();
+        std::fs::create_dir(&ts).unwrap();
+        let err = repo.publish(&[]).await.unwrap_err();
+        assert!(matches!(err, TrustError::Io { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(metadata.join("1.targets.json")).unwrap(),
+            first,
+            "version 1 was signed again over the old one"
+        );
+        // A repository that truly never published starts at 1.
+        std::fs::remove_dir(&ts).unwrap();
+        std::fs::remove_file(metadata.join("1.targets.json")).unwrap();
+        assert_eq!(repo.publish(&[]).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_role_is_renewed_before_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        SigningRepository::create(dir.path(), short())
+            .await
+            .unwrap();
+        // Reopened with year-long lifetimes, the two-second metadata is
+        // past half of what it should have: every role needs re-signing.
+        let repo = SigningRepository::open(dir.path(), Lifetimes::default()).unwrap();
+        let needs = repo.needs_refresh().unwrap();
+        assert!(needs.root && needs.metadata, "{needs:?}");
+        assert!(repo.root_key_online());
+        assert_eq!(repo.renew_root().await.unwrap(), 2);
+        repo.publish(&[]).await.unwrap();
+        let needs = repo.needs_refresh().unwrap();
+        assert!(!needs.root && !needs.metadata, "{needs:?}");
+        let state = repo.state().unwrap();
+        assert_eq!(state.root_version, 2);
+        assert!(state.root_expires > Timestamp::now() + jiff::SignedDuration::from_hours(24 * 300));
+        // Root 2 keeps the keys, so the targets key signed it validly.
+        let root2 = read_root(&dir.path().join("metadata/2.root.json")).unwrap();
+        let root1 = read_root(&dir.path().join("metadata/1.root.json")).unwrap();
+        assert_eq!(root1.signed.keys, root2.signed.keys);
+        root1.signed.verify_role(&root2).unwrap();
+    }
+
+    #[tokio::test]
+    async fn root_renewal_needs_the_root_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = SigningRepository::create(dir.path(), Lifetimes::default())
+            .await
+            .unwrap();
+        let key = dir.path().join("keys/root.der");
+        std::fs::rename(&key, dir.path().join("root.der.offline")).unwrap();
+        let repo2 = SigningRepository::open(dir.path(), Lifetimes::default()).unwrap();
+        assert!(!repo2.root_key_online());
+        let err = repo2.renew_root().await.unwrap_err();
+        assert!(err.to_string().contains("root key"), "{err}");
+        assert_eq!(repo.latest_root().unwrap().1, 1);
+    }
+
+    #[test]
+    fn lifetimes_that_cannot_work_are_refused() {
+        assert!(Lifetimes::default().validate().is_ok());
+        let mut l = Lifetimes {
+            snapshot: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let err = l.validate().unwrap_err();
+        assert!(err.contains("tuf.snapshot"), "{err}");
+        l.snapshot = Duration::from_secs(200 * 31_557_600);
+        assert!(l.validate().is_err());
+    }
 }

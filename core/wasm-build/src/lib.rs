@@ -45,6 +45,38 @@ pub fn crates_in(dir: &Path, marker: Option<&str>) -> Vec<(String, PathBuf)> {
     found
 }
 
+/// Makes sure the compiler has the standard library for [`TARGET`]. With
+/// rustup set not to install what `rust-toolchain.toml` names on its own
+/// (`RUSTUP_AUTO_INSTALL=0`), a toolchain that is already there lacks the
+/// target, and the nested build would stop with "can't find crate for
+/// `std`"; adding a target explicitly is still allowed, so do that.
+fn ensure_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot
+        .as_ref()
+        .is_some_and(|s| s.join("lib/rustlib").join(TARGET).join("lib").is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=the {TARGET} target is missing; adding it with rustup");
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        added,
+        "the {TARGET} target is missing and `rustup target add {TARGET}` failed; \
+         install it for this toolchain ({}) and build again",
+        sysroot.map(|s| s.display().to_string()).unwrap_or_default()
+    );
+}
+
 /// Builds `crates` of the workspace at `root` and returns the directory
 /// holding their `.wasm` files (crate name with `_` for `-`).
 pub fn build(root: &Path, crates: &[String]) -> PathBuf {
@@ -57,6 +89,7 @@ pub fn build(root: &Path, crates: &[String]) -> PathBuf {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    ensure_target();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     // OUT_DIR is <target>/[<triple>/]<profile>/build/<pkg>/out.
     let target_dir = out_dir

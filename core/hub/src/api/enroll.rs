@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferry_catalog::ClientRecord;
 use ferry_net::api::{EnrollRequest, EnrollResponse};
+use ferry_serve::blocking;
 
 use super::ApiError;
 use crate::HubState;
@@ -43,9 +44,9 @@ pub(super) async fn enroll(
     // certificate; redemption below is the atomic, authoritative check.
     let now = chrono::Utc::now().timestamp();
     let secret_sha256 = ferry_content::Digest::of(&secret).0;
-    let token = state
-        .catalog
-        .peek_token(&req.token_id, &secret_sha256, now)?;
+    let catalog = state.catalog.clone();
+    let token_id = req.token_id.clone();
+    let token = blocking(move || Ok(catalog.peek_token(&token_id, &secret_sha256, now)?)).await?;
     let cert_pem = state
         .ca
         .sign_client_csr(
@@ -65,11 +66,19 @@ pub(super) async fn enroll(
         enrolled_at: now,
         revoked_at: None,
     };
-    let token = state
-        .catalog
-        .redeem_token(&req.token_id, &secret_sha256, now, &record)?;
-    let tuf_root = String::from_utf8(state.tuf.root_bytes()?)
-        .map_err(|_| ApiError::internal("root metadata is not UTF-8"))?;
+    let catalog = state.catalog.clone();
+    let tuf = state.tuf.clone();
+    let token_id = req.token_id.clone();
+    let (token, root) = blocking(move || {
+        let token = catalog.redeem_token(&token_id, &secret_sha256, now, &record)?;
+        let root = tuf
+            .root_bytes()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((token, root))
+    })
+    .await?;
+    let tuf_root =
+        String::from_utf8(root).map_err(|_| ApiError::internal("root metadata is not UTF-8"))?;
     tracing::info!(client = %client_id, role = %token.role, site = ?token.site, "enrolled");
     Ok(Json(EnrollResponse {
         client_id,

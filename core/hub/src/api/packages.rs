@@ -5,9 +5,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferry_catalog::{Role, VersionRecord};
 use ferry_content::{PackageName, decode_manifest_delta};
-use ferry_net::api::{PublishResponse, VersionInfo};
+use ferry_net::api::{ErrorCode, PublishResponse, Role};
+use ferry_serve::blocking;
 use serde::Deserialize;
 
 use super::{ApiError, Caller};
@@ -36,15 +36,26 @@ pub(super) async fn publish(
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     let manifest = if content_type.starts_with(b"application/zstd") {
-        let base = match &query.base {
-            Some(base) => state.catalog.manifest_by_target(base)?.ok_or_else(|| {
-                ApiError::conflict(format!(
+        let base = match query.base.clone() {
+            Some(base) => {
+                let catalog = state.catalog.clone();
+                let name = base.clone();
+                blocking(move || Ok(catalog.manifest_by_target(&name)?))
+                    .await?
+                    .ok_or_else(|| {
+                ApiError::conflict(ErrorCode::UnknownBase, format!(
                     "delta base {base} is not published on this hub; send the full manifest"
                 ))
-            })?,
+            })?
+            }
             None => Vec::new(),
         };
-        decode_manifest_delta(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
+        // Decoding a large manifest is CPU work: off the async threads.
+        blocking(move || {
+            decode_manifest_delta(&base, &body, ferry_content::MAX_MANIFEST_BYTES)
+                .map_err(|e| ApiError::bad_request(e.to_string()))
+        })
+        .await?
     } else if content_type.starts_with(b"application/json") && query.base.is_none() {
         body.to_vec()
     } else {
@@ -53,58 +64,17 @@ pub(super) async fn publish(
              (optionally as a delta of a published version's manifest with ?base=TARGET)",
         ));
     };
-    let response = crate::publish::publish(&state, manifest, &caller.0.id).await?;
+    // Once the version is committed it must be signed whatever the client
+    // does: run the publish as its own task, which a dropped request future
+    // (a client that disconnects) does not cancel.
+    let task_state = state.clone();
+    let response =
+        tokio::spawn(
+            async move { crate::publish::publish(&task_state, manifest, &caller.0.id).await },
+        )
+        .await
+        .map_err(|e| ApiError::internal(format!("publish task failed: {e}")))??;
     Ok(Json(response))
-}
-
-/// Query of `GET /v1/packages`.
-#[derive(Debug, Deserialize)]
-pub(super) struct ListQuery {
-    name: Option<String>,
-    req: Option<String>,
-}
-
-/// `GET /v1/packages`: published versions, optionally of one package and
-/// matching a semver requirement, newest first.
-pub(super) async fn list(
-    State(state): State<Arc<HubState>>,
-    _caller: Caller,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<VersionInfo>>, ApiError> {
-    let name = query
-        .name
-        .as_deref()
-        .map(PackageName::new)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let req = query
-        .req
-        .as_deref()
-        .map(semver::VersionReq::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(format!("invalid version requirement: {e}")))?;
-    let versions = state.catalog.list_versions(name.as_ref())?;
-    Ok(Json(
-        versions
-            .into_iter()
-            .filter(|v| req.as_ref().is_none_or(|r| r.matches(&v.version)))
-            .map(info)
-            .collect(),
-    ))
-}
-
-fn info(v: VersionRecord) -> VersionInfo {
-    VersionInfo {
-        name: v.name,
-        version: v.version.to_string(),
-        target: v.target,
-        total_size: v.total_size,
-        files: v.file_count,
-        published_at: chrono::DateTime::from_timestamp(v.published_at, 0)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default(),
-        published_by: v.published_by,
-    }
 }
 
 /// `DELETE /v1/packages/{name}/{version}`: withdraws a version. Its content
@@ -118,13 +88,21 @@ pub(super) async fn unpublish(
     let name = PackageName::new(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let version = semver::Version::parse(&version)
         .map_err(|e| ApiError::bad_request(format!("invalid version {version:?}: {e}")))?;
-    let _guard = state.metadata_lock.lock().await;
-    if !state.catalog.delete_version(&name, &version)? {
-        return Err(ApiError::not_found(format!(
-            "{name} {version} is not published"
-        )));
-    }
-    state.resign().await?;
-    tracing::info!(%name, %version, by = %caller.0.id, "withdrawn");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    // Like publish: once withdrawn from the catalog, the withdrawal is
+    // signed even if the client goes away (a task of its own).
+    tokio::spawn(async move {
+        let _guard = state.metadata_lock.lock().await;
+        let catalog = state.catalog.clone();
+        let (n, v) = (name.clone(), version.clone());
+        if !crate::state::blocking(move || catalog.delete_version(&n, &v)).await?? {
+            return Err(ApiError::not_found(format!(
+                "{name} {version} is not published"
+            )));
+        }
+        state.resign().await?;
+        tracing::info!(%name, %version, by = %caller.0.id, "withdrawn");
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("withdraw task failed: {e}")))?
 }

@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_catalog::VersionRecord;
+use ferry_content::{Digest, PackageName};
+use ferry_net::api::VersionInfo;
+use ferry_serve::{ApiError, Authorizer, ChunkPlace, ClientIdentity, ContentSource, Lookup};
+
+use crate::HubState;
+
+/// The hub as a [`ContentSource`] (its catalog, store and signed metadata)
+/// and an [`Authorizer`] (its enrolled clients).
+pub struct HubSource {
+    state: Arc<HubState>,
+}
+
+impl HubSource {
+    /// The source over a running hub's state.
+    pub fn new(state: Arc<HubState>) -> Self {
+        HubSource { state }
+    }
+}
+
+impl ContentSource for HubSource {
+    fn metadata_dir(&self) -> PathBuf {
+        self.state.tuf.metadata_dir().to_owned()
+    }
+
+    fn manifest(&self, target: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Ok(self.state.catalog.manifest_by_target(target)?)
+    }
+
+    fn object(&self, id: &Digest) -> Result<Option<PathBuf>, ApiError> {
+        if !self.state.catalog.object_known(id)? {
+            return Ok(None);
+        }
+        Ok(Some(self.state.store.object_path(id)?))
+    }
+
+    fn chunks(&self, digests: &[Digest]) -> Result<Vec<Option<ChunkPlace>>, ApiError> {
+        let locations = self.state.catalog.chunk_locations(digests)?;
+        locations
+            .into_iter()
+            .map(|at| {
+                at.map(|at| {
+                    Ok(ChunkPlace {
+                        file: self.state.store.object_path(&at.object)?,
+                        offset: at.offset,
+                        len: at.len,
+                    })
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
+    fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError> {
+        let signed = self.state.signed_targets();
+        Ok(self
+            .state
+            .catalog
+            .list_versions(name)?
+            .into_iter()
+            .filter(|v| signed.contains(&v.target))
+            .map(info)
+            .collect())
+    }
+}
+
+fn info(v: VersionRecord) -> VersionInfo {
+    VersionInfo {
+        name: v.name,
+        version: v.version.to_string(),
+        target: v.target,
+        total_size: v.total_size,
+        files: v.file_count,
+        published_at: chrono::DateTime::from_timestamp(v.published_at, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        published_by: v.published_by,
+    }
+}
+
+impl Authorizer for HubSource {
+    fn lookup(&self, cert_sha256: &[u8; 32]) -> Result<Lookup, ApiError> {
+        Ok(match self.state.catalog.client_by_cert(cert_sha256)? {
+            None => Lookup::Unknown,
+            Some(c) if c.revoked_at.is_some() => Lookup::Revoked(c.id),
+            Some(c) => Lookup::Client(ClientIdentity {
+                id: c.id,
+                role: c.role,
+                site: c.site,
+            }),
+        })
+    }
+}

@@ -1,0 +1,262 @@
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use ferry_content::{Digest, PackageName};
+use ferry_net::api::{ErrorCode, VersionInfo};
+use serde::Deserialize;
+use tower::ServiceExt as _;
+use tower_http::services::ServeFile;
+
+use crate::manifests::CachedManifest;
+use crate::{ApiError, Caller, ClientIdentity, Served, blocking};
+
+fn parse_digest(text: &str) -> Result<Digest, ApiError> {
+    text.parse()
+        .map_err(|e: ferry_content::DigestParseError| ApiError::bad_request(e.to_string()))
+}
+
+/// Content-addressed: the bytes behind the URL never change.
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+
+fn immutable(body: impl Into<Body>, content_type: &'static str) -> Response {
+    let mut response = Response::new(body.into());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, IMMUTABLE);
+    response
+}
+
+async fn serve_file(path: std::path::PathBuf, req: Request) -> Result<Response, ApiError> {
+    match ServeFile::new(path).oneshot(req).await {
+        Ok(response) => Ok(response.map(Body::new).into_response()),
+        Err(e) => Err(ApiError::internal(format!("serving file failed: {e}"))),
+    }
+}
+
+/// `GET /v1/whoami`: the caller as this server knows it.
+pub(crate) async fn whoami(caller: Caller) -> Json<ClientIdentity> {
+    Json(caller.0)
+}
+
+/// Query of `GET /v1/packages`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    name: Option<String>,
+    req: Option<String>,
+}
+
+/// `GET /v1/packages`: served versions, optionally of one package and
+/// matching a semver requirement, newest first.
+pub(crate) async fn packages(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<VersionInfo>>, ApiError> {
+    let name = query
+        .name
+        .as_deref()
+        .map(PackageName::new)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let req = query
+        .req
+        .as_deref()
+        .map(semver::VersionReq::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("invalid version requirement: {e}")))?;
+    let source = served.source.clone();
+    let versions = blocking(move || source.versions(name.as_ref())).await?;
+    Ok(Json(
+        versions
+            .into_iter()
+            .filter(|v| {
+                req.as_ref().is_none_or(|r| {
+                    semver::Version::parse(&v.version).is_ok_and(|version| r.matches(&version))
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /v1/objects/{id}`: a whole stored file; honours `Range` so
+/// interrupted downloads resume.
+pub(crate) async fn object(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let id = parse_digest(&id)?;
+    let source = served.source.clone();
+    let path = blocking(move || source.object(&id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("object {id} is not served here")))?;
+    let mut response = serve_file(path, req).await?;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, IMMUTABLE);
+    Ok(response)
+}
+
+/// `GET /v1/chunks/{digest}`: one chunk.
+pub(crate) async fn chunk(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Path(digest): Path<String>,
+) -> Result<Response, ApiError> {
+    let digest = parse_digest(&digest)?;
+    let source = served.source.clone();
+    let bytes = blocking(move || {
+        let place = source
+            .chunks(&[digest])?
+            .pop()
+            .flatten()
+            .ok_or_else(|| ApiError::not_found(format!("chunk {digest} is not served here")))?;
+        crate::batch::read_place(&place)
+    })
+    .await?;
+    Ok(immutable(bytes, "application/octet-stream"))
+}
+
+/// Accepts only metadata file names a signing repository writes.
+fn metadata_name_ok(name: &str) -> bool {
+    if name == "timestamp.json" {
+        return true;
+    }
+    let Some((version, role)) = name.split_once('.') else {
+        return false;
+    };
+    !version.is_empty()
+        && version.bytes().all(|b| b.is_ascii_digit())
+        && matches!(role, "root.json" | "targets.json" | "snapshot.json")
+}
+
+/// `GET /v1/tuf/{file}`: signed metadata.
+pub(crate) async fn metadata(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Path(file): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if !metadata_name_ok(&file) {
+        return Err(ApiError::not_found(format!(
+            "{file:?} is not a TUF metadata file"
+        )));
+    }
+    let path = served.source.metadata_dir().join(&file);
+    let exists = {
+        let path = path.clone();
+        blocking(move || Ok(path.exists())).await?
+    };
+    if !exists {
+        return Err(ApiError::not_found(format!("{file} does not exist")));
+    }
+    let mut response = serve_file(path, req).await?;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Splits `SHA256.TARGET`.
+fn split_file(file: &str) -> Result<(&str, &str), ApiError> {
+    file.split_once('.')
+        .filter(|(hash, _)| hash.len() == 64)
+        .ok_or_else(|| ApiError::not_found("manifest file names are SHA256.TARGET"))
+}
+
+/// The manifest `SHA256.TARGET`, from the cache or the source.
+async fn manifest_entry(served: &Arc<Served>, file: &str) -> Result<Arc<CachedManifest>, ApiError> {
+    if let Some(entry) = served.manifests.get(file) {
+        return Ok(entry);
+    }
+    let (hash, target) = split_file(file)?;
+    let source = served.source.clone();
+    let name = target.to_owned();
+    let bytes = blocking(move || source.manifest(&name))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{target} is not served here")))?;
+    let entry = served.manifests.insert(target, bytes);
+    if entry.sha256 != hash {
+        return Err(ApiError::not_found(format!(
+            "{target} has no version with hash {hash} here"
+        )));
+    }
+    Ok(entry)
+}
+
+pub(crate) fn accepts_zstd(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| e.trim().split(';').next() == Some("zstd"))
+}
+
+/// `GET /v1/tuf/targets/{sha256}.{target}`: a manifest, by the consistent
+/// snapshot name TUF clients ask for; zstd-compressed if the client accepts
+/// it.
+pub(crate) async fn tuf_target(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let entry = manifest_entry(&served, &file).await?;
+    if !accepts_zstd(&headers) {
+        return Ok(immutable(entry.bytes.clone(), "application/json"));
+    }
+    let compressed = blocking(move || Ok(entry.zstd())).await?;
+    let mut response = immutable(compressed, "application/json");
+    response
+        .headers_mut()
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    Ok(response)
+}
+
+/// Query of `GET /v1/manifests/{file}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ManifestQuery {
+    base: Option<String>,
+}
+
+/// `GET /v1/manifests/{sha256}.{target}[?base=...]`: a manifest as a zstd
+/// frame, or as a zstd delta of a base manifest the client holds. A new
+/// version's manifest shares almost all chunk records with the previous
+/// one's, so the delta is about the size of what changed.
+pub(crate) async fn manifest(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Path(file): Path<String>,
+    Query(query): Query<ManifestQuery>,
+) -> Result<Response, ApiError> {
+    let entry = manifest_entry(&served, &file).await?;
+    let Some(base) = query.base else {
+        let compressed = blocking(move || Ok(entry.zstd())).await?;
+        return Ok(immutable(compressed, "application/zstd"));
+    };
+    if let Some(delta) = served.manifests.delta(&file, &base) {
+        return Ok(immutable(delta, "application/zstd"));
+    }
+    let base_entry = match manifest_entry(&served, &base).await {
+        Ok(e) => e,
+        Err(e) if e.code() == ErrorCode::NotFound => {
+            return Err(ApiError::conflict(
+                ErrorCode::UnknownBase,
+                format!("delta base {base} is not served here; ask for the whole manifest"),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let delta: bytes::Bytes = blocking(move || {
+        Ok(ferry_content::encode_manifest_delta(&base_entry.bytes, &entry.bytes).into())
+    })
+    .await?;
+    served.manifests.insert_delta(&file, &base, delta.clone());
+    Ok(immutable(delta, "application/zstd"))
+}

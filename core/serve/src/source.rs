@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+use ferry_content::{Digest, PackageName};
+use ferry_net::api::VersionInfo;
+
+use crate::ApiError;
+
+/// Where one chunk lies: a file on this server's disk and a byte range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkPlace {
+    /// The file holding it (a stored object).
+    pub file: PathBuf,
+    /// Offset inside the file.
+    pub offset: u64,
+    /// Length.
+    pub len: u32,
+}
+
+/// Where served content comes from. Every method may block (database,
+/// disk); the serving block calls them off the async worker threads.
+///
+/// What a source serves must be what the signed metadata describes: the
+/// hub serves what it signed, a relay what it synced and verified. Clients
+/// verify every byte anyway; a source that serves wrong bytes only wastes
+/// their time.
+pub trait ContentSource: Send + Sync + 'static {
+    /// The directory of signed TUF metadata files (`N.root.json`,
+    /// `N.targets.json`, `N.snapshot.json`, `timestamp.json`), served as
+    /// they are.
+    fn metadata_dir(&self) -> PathBuf;
+    /// A manifest's bytes, by TUF target name (`NAME@VERSION.json`).
+    fn manifest(&self, target: &str) -> Result<Option<Vec<u8>>, ApiError>;
+    /// The file holding a served object (a whole package file), by content
+    /// id; `None` if it is not served.
+    fn object(&self, id: &Digest) -> Result<Option<PathBuf>, ApiError>;
+    /// Where each of `digests` lies; `None` for chunks not served.
+    fn chunks(&self, digests: &[Digest]) -> Result<Vec<Option<ChunkPlace>>, ApiError>;
+    /// Served versions, optionally of one package, newest first per package.
+    fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError>;
+}

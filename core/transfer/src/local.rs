@@ -1,0 +1,297 @@
+//! A client's local content: whole files in a content store, the manifests
+//! that describe them, and a spool of verified chunks of fetches not yet
+//! finished. A new version is built from what is here plus what is missing.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ferry_content::{ChunkParams, Digest, Manifest, ManifestLimits, PackageName};
+use ferry_store::ContentStore;
+
+use crate::TransferError;
+
+/// Where a chunk can be read locally.
+#[derive(Debug, Clone)]
+pub(crate) enum LocalChunk {
+    /// Inside a stored object.
+    Object { id: Digest, offset: u64, len: u32 },
+    /// Inside a spool file of an unfinished fetch.
+    Spool {
+        file: PathBuf,
+        offset: u64,
+        len: u32,
+    },
+}
+
+/// Local content under one directory:
+///
+/// ```text
+/// store/      whole files by content id (see ferry_store::ContentStore)
+/// manifests/  manifests by TUF target name
+/// spool/      verified chunks of fetches in progress, as records
+/// lock        held while a fetch works here
+/// ```
+///
+/// An open `LocalContent` holds the directory's lock: two processes sharing
+/// a data directory take turns instead of racing on its files.
+/// Clones share the lock, which is released when the last one is dropped.
+#[derive(Debug, Clone)]
+pub struct LocalContent {
+    dir: PathBuf,
+    store: ContentStore,
+    _lock: std::sync::Arc<std::fs::File>,
+}
+
+impl LocalContent {
+    /// Opens (creating) local content under `dir`, waiting while another
+    /// process has it open; `on_wait` is called once if it must wait.
+    pub async fn open(dir: &Path, on_wait: impl FnOnce()) -> Result<Self, TransferError> {
+        std::fs::create_dir_all(dir).map_err(|e| TransferError::io(dir, e))?;
+        let path = dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| TransferError::io(&path, e))?;
+        let file = match file.try_lock() {
+            Ok(()) => file,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                on_wait();
+                tokio::task::spawn_blocking(move || {
+                    file.lock().map_err(|e| TransferError::io(&path, e))?;
+                    Ok::<_, TransferError>(file)
+                })
+                .await
+                .map_err(|e| {
+                    TransferError::Refused(format!("waiting for the lock failed: {e}"))
+                })??
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(TransferError::io(&path, e)),
+        };
+        for sub in ["manifests", "spool"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| TransferError::io(&d, e))?;
+        }
+        // Opening the store clears its temporary files: only under the lock.
+        let store = ContentStore::open(&dir.join("store")).map_err(store_err)?;
+        Ok(LocalContent {
+            dir: dir.to_owned(),
+            store,
+            _lock: std::sync::Arc::new(file),
+        })
+    }
+
+    /// The content store.
+    pub fn store(&self) -> &ContentStore {
+        &self.store
+    }
+
+    fn manifest_path(&self, target: &str) -> PathBuf {
+        self.dir.join("manifests").join(target)
+    }
+
+    /// A kept manifest, if its bytes hash to `sha256` (hex).
+    pub fn manifest(&self, target: &str, sha256: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.manifest_path(target)).ok()?;
+        (Digest::of(&bytes).to_hex() == sha256).then_some(bytes)
+    }
+
+    /// Keeps a verified manifest.
+    pub fn put_manifest(&self, target: &str, bytes: &[u8]) -> Result<(), TransferError> {
+        let path = self.manifest_path(target);
+        ferry_store::durable::write_file(&path, bytes, 0o644)
+            .map_err(|e| TransferError::io(&path, e))
+    }
+
+    /// Every kept manifest that parses: (target, bytes, manifest).
+    fn manifests(&self) -> Vec<(String, Vec<u8>, Manifest)> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("manifests")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let target = e.file_name().into_string().ok()?;
+                let bytes = std::fs::read(e.path()).ok()?;
+                let manifest = Manifest::from_slice(&bytes, ManifestLimits::default()).ok()?;
+                (manifest.target_name() == target).then_some((target, bytes, manifest))
+            })
+            .collect()
+    }
+
+    /// The newest kept manifest of `name` other than `except`, as a delta
+    /// base: (target, bytes).
+    pub fn newest_manifest_of(
+        &self,
+        name: &PackageName,
+        except: &str,
+    ) -> Option<(String, Vec<u8>)> {
+        self.manifests()
+            .into_iter()
+            .filter(|(t, _, m)| &m.name == name && t != except)
+            .max_by(|a, b| a.2.version.cmp(&b.2.version))
+            .map(|(t, b, _)| (t, b))
+    }
+
+    /// Every chunk of every stored object whose manifest is kept here.
+    pub(crate) fn chunk_index(&self) -> HashMap<Digest, LocalChunk> {
+        let mut index = HashMap::new();
+        for (_, _, manifest) in self.manifests() {
+            for file in manifest.files.iter().filter(|f| f.symlink.is_none()) {
+                let id = file.content_id();
+                if !self.store.has_object(&id) {
+                    continue;
+                }
+                let mut offset = 0u64;
+                for c in &file.chunks {
+                    index.entry(c.digest).or_insert(LocalChunk::Object {
+                        id,
+                        offset,
+                        len: c.len,
+                    });
+                    offset += c.len as u64;
+                }
+            }
+        }
+        index
+    }
+
+    /// Verified chunks left in the spool by interrupted fetches. A record
+    /// that is cut off or does not hash to its digest ends its file's valid
+    /// part; the file is cut back to it.
+    pub(crate) fn spooled(&self) -> Result<HashMap<Digest, LocalChunk>, TransferError> {
+        let dir = self.dir.join("spool");
+        let mut found = HashMap::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| TransferError::io(&dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| TransferError::io(&dir, e))?.path();
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| TransferError::io(&path, e))?;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|e| TransferError::io(&path, e))?;
+            let mut at = 0usize;
+            while data.len() >= at + 36 {
+                let digest = Digest(data[at..at + 32].try_into().expect("32 bytes"));
+                let len = u32::from_le_bytes(data[at + 32..at + 36].try_into().expect("4 bytes"));
+                let start = at + 36;
+                let end = start + len as usize;
+                if len == 0 || len > ChunkParams::MAX_CHUNK || end > data.len() {
+                    break;
+                }
+                if Digest::of(&data[start..end]) != digest {
+                    break;
+                }
+                found.entry(digest).or_insert(LocalChunk::Spool {
+                    file: path.clone(),
+                    offset: start as u64,
+                    len,
+                });
+                at = end;
+            }
+            if at < data.len() {
+                file.set_len(at as u64)
+                    .map_err(|e| TransferError::io(&path, e))?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// A new spool file for this fetch's chunks.
+    pub(crate) fn spool_writer(&self) -> Result<SpoolWriter, TransferError> {
+        let path = self
+            .dir
+            .join("spool")
+            .join(format!("{:016x}", rand::random::<u64>()));
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| TransferError::io(&path, e))?;
+        Ok(SpoolWriter {
+            path,
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            len: 0,
+        })
+    }
+
+    /// Removes spool files once their chunks are in stored objects.
+    pub(crate) fn clear_spool(&self) -> Result<(), TransferError> {
+        let dir = self.dir.join("spool");
+        for entry in std::fs::read_dir(&dir).map_err(|e| TransferError::io(&dir, e))? {
+            let path = entry.map_err(|e| TransferError::io(&dir, e))?.path();
+            std::fs::remove_file(&path).map_err(|e| TransferError::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Reads one local chunk.
+    pub(crate) fn read(&self, at: &LocalChunk) -> Result<Vec<u8>, ferry_store::StoreError> {
+        match at {
+            LocalChunk::Object { id, offset, len } => {
+                self.store.read_range(id, *offset, *len as u64)
+            }
+            LocalChunk::Spool { file, offset, len } => {
+                let io = |source| ferry_store::StoreError::Io {
+                    path: file.clone(),
+                    source,
+                };
+                let f = std::fs::File::open(file).map_err(io)?;
+                let mut buf = vec![0u8; *len as usize];
+                f.read_exact_at(&mut buf, *offset).map_err(io)?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// Appends verified chunks to a spool file, as records (digest, length,
+/// bytes) that a later fetch can check again and reuse.
+pub(crate) struct SpoolWriter {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    len: u64,
+}
+
+impl SpoolWriter {
+    /// Appends one verified chunk; returns where its bytes lie.
+    pub fn append(&mut self, digest: Digest, bytes: &[u8]) -> Result<LocalChunk, TransferError> {
+        let io = |e| TransferError::io(&self.path, e);
+        self.out.write_all(&digest.0).map_err(io)?;
+        self.out
+            .write_all(&(bytes.len() as u32).to_le_bytes())
+            .map_err(io)?;
+        self.out.write_all(bytes).map_err(io)?;
+        let offset = self.len + 36;
+        self.len = offset + bytes.len() as u64;
+        Ok(LocalChunk::Spool {
+            file: self.path.clone(),
+            offset,
+            len: bytes.len() as u32,
+        })
+    }
+
+    /// Makes what was appended durable and readable.
+    pub fn sync(&mut self) -> Result<(), TransferError> {
+        self.out
+            .flush()
+            .map_err(|e| TransferError::io(&self.path, e))?;
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|e| TransferError::io(&self.path, e))
+    }
+}
+
+pub(crate) fn store_err(e: ferry_store::StoreError) -> TransferError {
+    match e {
+        ferry_store::StoreError::Io { path, source } => TransferError::Io { path, source },
+        other => TransferError::Refused(other.to_string()),
+    }
+}

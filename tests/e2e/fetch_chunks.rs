@@ -1,0 +1,97 @@
+//! Chunk-level fetch: a new version moves only what changed, identical
+//! content is fetched once, and clients sharing a data directory take turns.
+
+use ferry_e2e::Hub;
+use ferry_e2e::tree::{overwrite, snapshot, total_bytes, write_app};
+
+#[test]
+fn fetching_a_new_version_moves_only_the_changed_chunks() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("app");
+    write_app(&app, 11);
+    publisher.publish(&app, "app", "1.0.0").success();
+    overwrite(&app.join("bin/app"), 1 << 20, 64 << 10, 999);
+    publisher.publish(&app, "app", "1.1.0").success();
+
+    let agent = hub.enroll("agent", "agent");
+    let first = agent
+        .fetch("app@=1.0.0", &hub.root.path().join("v1"), None)
+        .json();
+    let total = total_bytes(&app);
+    let downloaded = first["bytes_downloaded"].as_u64().unwrap();
+    assert!(
+        downloaded <= total && downloaded > total / 10 * 9,
+        "{first}"
+    );
+    assert!(first["requests"].as_u64().unwrap() <= 4, "{first}");
+
+    let out = hub.root.path().join("v2");
+    let second = agent.fetch("app@=1.1.0", &out, None).json();
+    assert_eq!(snapshot(&out), snapshot(&app));
+    let received = second["bytes_downloaded"].as_u64().unwrap();
+    assert!(
+        received > 60 << 10 && received < (64 << 10) + (24 << 10),
+        "a 64 KiB change received {received} bytes: {second}"
+    );
+    assert_eq!(second["manifest_delta_base"], "app@1.0.0.json", "{second}");
+    let manifest = second["manifest_bytes"].as_u64().unwrap();
+    assert!(
+        manifest < 8 << 10,
+        "the manifest delta took {manifest} bytes: {second}"
+    );
+    assert_eq!(second["requests"], 1, "{second}");
+
+    // Fetching again needs nothing but the metadata.
+    let third = agent
+        .fetch("app@=1.1.0", &hub.root.path().join("again"), None)
+        .json();
+    assert_eq!(third["bytes_downloaded"], 0, "{third}");
+    assert_eq!(third["manifest_bytes"], 0, "{third}");
+}
+
+#[test]
+fn identical_files_are_fetched_once() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let dir = hub.root.path().join("twins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = ferry_e2e::tree::random_bytes(1 << 20, 5);
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        std::fs::write(dir.join(name), &data).unwrap();
+    }
+    publisher.publish(&dir, "twins", "1.0.0").success();
+    let agent = hub.enroll("agent", "agent");
+    let out = hub.root.path().join("out");
+    let report = agent.fetch("twins", &out, None).json();
+    assert_eq!(snapshot(&out), snapshot(&dir));
+    assert_eq!(report["bytes_downloaded"], 1 << 20, "{report}");
+}
+
+#[test]
+fn two_fetches_sharing_a_data_directory_both_succeed() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("app");
+    write_app(&app, 21);
+    publisher.publish(&app, "app", "1.0.0").success();
+    let agent = hub.enroll("agent", "agent");
+    for round in 0..5 {
+        let outs: Vec<_> = (0..2)
+            .map(|i| hub.root.path().join(format!("out-{round}-{i}")))
+            .collect();
+        // A fresh local content each round, so both really download.
+        let _ = std::fs::remove_dir_all(agent.data.join("cache/content"));
+        let handles: Vec<_> = outs
+            .iter()
+            .map(|out| {
+                let (agent, out) = (agent.clone(), out.clone());
+                std::thread::spawn(move || agent.fetch("app", &out, None))
+            })
+            .collect();
+        for (h, out) in handles.into_iter().zip(&outs) {
+            h.join().unwrap().success();
+            assert_eq!(snapshot(out), snapshot(&app));
+        }
+    }
+}
