@@ -15,3 +15,4 @@ mod plugin_installers;
 mod plugin_sandbox;
 mod publish_fetch;
 mod server_limits;
+mod tuf_interop;
