@@ -112,3 +112,56 @@ fn calls_without_a_certificate_are_refused() {
     assert_eq!(err.status(), Some(401), "{err}");
     assert!(err.to_string().contains("enroll first"), "{err}");
 }
+
+#[test]
+fn only_relays_get_certificates_that_serve_tls() {
+    let hub = Hub::start();
+    let relay = Client {
+        data: hub.root.path().join("relay"),
+    };
+    let token = hub.token("relay", Some("berlin"), None);
+    relay
+        .run(&[
+            "enroll",
+            "--server",
+            &hub.url(),
+            "--token",
+            &token,
+            "--server-name",
+            "relay.berlin.example",
+            "--server-name",
+            "10.1.2.3",
+        ])
+        .success();
+    let pem = std::fs::read_to_string(relay.data.join("client.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let agent = Client {
+        data: hub.root.path().join("agent"),
+    };
+    let token = hub.token("agent", Some("berlin"), None);
+    agent
+        .run(&[
+            "enroll",
+            "--server",
+            &hub.url(),
+            "--token",
+            &token,
+            "--server-name",
+            "agent.example",
+        ])
+        .failure("only relays serve TLS");
+    let token = hub.token("relay", Some("berlin"), None);
+    let bad = Client {
+        data: hub.root.path().join("bad"),
+    };
+    bad.run(&[
+        "enroll",
+        "--server",
+        &hub.url(),
+        "--token",
+        &token,
+        "--server-name",
+        "not a name",
+    ])
+    .failure("cannot name a server");
+}

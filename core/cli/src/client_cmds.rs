@@ -24,6 +24,10 @@ pub struct EnrollArgs {
     /// A name for this machine in the hub's inventory (default: host name).
     #[arg(long)]
     name: Option<String>,
+    /// For a relay: a DNS name or IP address agents reach it at
+    /// (repeatable); its certificate then also serves TLS under them.
+    #[arg(long = "server-name", value_name = "NAME")]
+    server_names: Vec<String>,
     #[command(flatten)]
     data: ClientData,
 }
@@ -120,7 +124,8 @@ pub async fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
             .ok()
             .map(|h| h.trim().to_owned())
     });
-    let creds = ferry_net::enroll(&args.server, &args.token, &dir, hostname).await?;
+    let creds =
+        ferry_net::enroll(&args.server, &args.token, &dir, hostname, args.server_names).await?;
     println!(
         "enrolled as {} (role {}{}) with {}",
         creds.info.id,

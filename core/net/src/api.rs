@@ -222,6 +222,10 @@ pub struct EnrollRequest {
     pub csr_pem: String,
     /// A name the client suggests for itself (its hostname), for inventory.
     pub hostname: Option<String>,
+    /// For a serving role (a relay): the DNS names and IP addresses it is
+    /// reached at, so its certificate also authenticates it as a TLS server.
+    #[serde(default)]
+    pub server_names: Vec<String>,
 }
 
 /// What an enrolled client keeps.

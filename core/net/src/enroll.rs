@@ -20,6 +20,7 @@ pub async fn enroll(
     token: &str,
     data: &Path,
     hostname: Option<String>,
+    server_names: Vec<String>,
 ) -> Result<ClientCredentials, NetError> {
     let token: EnrollmentToken = token.parse()?;
     if ClientCredentials::exists(data) {
@@ -39,6 +40,7 @@ pub async fn enroll(
                 token_secret: URL_SAFE_NO_PAD.encode(token.secret),
                 csr_pem: key.csr_pem,
                 hostname,
+                server_names,
             },
         )
         .await?;

@@ -135,12 +135,17 @@ impl CertificateAuthority {
 
     /// Signs a client's CSR. Only the public key is taken from the request;
     /// the CA decides the name (client id, role, site) and the validity.
+    ///
+    /// With `server_names` (DNS names or IP addresses, as a serving role
+    /// such as a relay is reached on its LAN), the certificate also
+    /// authenticates a TLS server under those names; each name is checked.
     pub fn sign_client_csr(
         &self,
         csr_pem: &str,
         client_id: &str,
         role: &str,
         site: Option<&str>,
+        server_names: &[String],
         days: i64,
     ) -> Result<String, NetError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
@@ -155,12 +160,49 @@ impl CertificateAuthority {
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if server_names.len() > MAX_SERVER_NAMES {
+            return Err(NetError::Certificate(format!(
+                "at most {MAX_SERVER_NAMES} server names per certificate"
+            )));
+        }
+        for name in server_names {
+            p.subject_alt_names.push(server_name(name)?);
+        }
+        if !server_names.is_empty() {
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
         p.use_authority_key_identifier_extension = true;
         p.serial_number = Some(rand::random::<u64>().into());
         validity(&mut p, days);
         Ok(p.signed_by(&csr.public_key, &self.issuer)
             .map_err(cert_err)?
             .pem())
+    }
+}
+
+/// Most names one server certificate may carry.
+pub const MAX_SERVER_NAMES: usize = 16;
+
+/// A subject alternative name for `name`: an IP address, or a DNS name
+/// that rustls would accept as a server name (no wildcards, no URLs).
+fn server_name(name: &str) -> Result<SanType, NetError> {
+    let bad = |why: &str| {
+        NetError::Certificate(format!(
+            "{name:?} cannot name a server: {why}; give a DNS name (relay.berlin.example) or an IP address"
+        ))
+    };
+    match rustls::pki_types::ServerName::try_from(name) {
+        Ok(rustls::pki_types::ServerName::IpAddress(ip)) => {
+            Ok(SanType::IpAddress(std::net::IpAddr::from(ip)))
+        }
+        Ok(rustls::pki_types::ServerName::DnsName(dns)) => Ok(SanType::DnsName(
+            dns.as_ref()
+                .try_into()
+                .map_err(|_| bad("not an ASCII DNS name"))?,
+        )),
+        Ok(_) => Err(bad("unsupported kind of name")),
+        Err(_) => Err(bad("not a valid DNS name or IP address")),
     }
 }
 
@@ -206,12 +248,80 @@ mod tests {
         assert_eq!(ca.fingerprint().unwrap(), reloaded.fingerprint().unwrap());
         let client = generate_client_key().unwrap();
         let cert = reloaded
-            .sign_client_csr(&client.csr_pem, "agent-1", "agent", Some("berlin"), 30)
+            .sign_client_csr(&client.csr_pem, "agent-1", "agent", Some("berlin"), &[], 30)
             .unwrap();
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(
-            ca.sign_client_csr("garbage", "x", "agent", None, 1)
+            ca.sign_client_csr("garbage", "x", "agent", None, &[], 1)
                 .is_err()
         );
+    }
+
+    /// Serves "pong" over TLS with `cert`/`key` on a free loopback port.
+    async fn pong_server(ca: &str, cert: &str, key: &str) -> std::net::SocketAddr {
+        let tls = crate::server_config(ca, cert, key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+        tokio::spawn(crate::serve(listener, tls, app, std::future::pending()));
+        addr
+    }
+
+    async fn ping(ca: &str, host: &str, port: u16) -> Result<bytes::Bytes, NetError> {
+        let base = format!("https://{host}:{port}/").parse().unwrap();
+        let client = crate::HubClient::new(base, ca, None)?;
+        let url = client.url("ping")?;
+        client.get_bytes(&url, 64).await
+    }
+
+    #[tokio::test]
+    async fn a_relay_certificate_serves_tls_under_its_names_only() {
+        let (ca, issued) = CertificateAuthority::generate("test hub").unwrap();
+        let key = generate_client_key().unwrap();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let cert = ca
+            .sign_client_csr(&key.csr_pem, "relay-1", "relay", Some("berlin"), &names, 30)
+            .unwrap();
+        let addr = pong_server(&issued.cert_pem, &cert, &key.key_pem).await;
+        for host in ["localhost", "127.0.0.1"] {
+            let body = ping(&issued.cert_pem, host, addr.port()).await.unwrap();
+            assert_eq!(&body[..], b"pong");
+        }
+        // Issued for another name: clients refuse it at 127.0.0.1.
+        let other = ca
+            .sign_client_csr(
+                &key.csr_pem,
+                "relay-2",
+                "relay",
+                None,
+                &["relay.berlin.example".to_owned()],
+                30,
+            )
+            .unwrap();
+        let addr = pong_server(&issued.cert_pem, &other, &key.key_pem).await;
+        let err = ping(&issued.cert_pem, "127.0.0.1", addr.port())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
+        // A plain client certificate cannot serve at all.
+        let plain = ca
+            .sign_client_csr(&key.csr_pem, "agent-1", "agent", None, &[], 30)
+            .unwrap();
+        let addr = pong_server(&issued.cert_pem, &plain, &key.key_pem).await;
+        assert!(
+            ping(&issued.cert_pem, "127.0.0.1", addr.port())
+                .await
+                .is_err()
+        );
+        // Names that cannot name a server are refused, naming them.
+        for bad in ["https://relay", "bad name", "", "relay..example"] {
+            let err = ca
+                .sign_client_csr(&key.csr_pem, "r", "relay", None, &[bad.to_owned()], 1)
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("cannot name a server"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferry_catalog::ClientRecord;
-use ferry_net::api::{EnrollRequest, EnrollResponse};
+use ferry_net::api::{EnrollRequest, EnrollResponse, Role};
 use ferry_serve::blocking;
 
 use super::ApiError;
@@ -47,6 +47,12 @@ pub(super) async fn enroll(
     let catalog = state.catalog.clone();
     let token_id = req.token_id.clone();
     let token = blocking(move || Ok(catalog.peek_token(&token_id, &secret_sha256, now)?)).await?;
+    if !req.server_names.is_empty() && token.role != Role::Relay {
+        return Err(ApiError::bad_request(format!(
+            "only relays serve TLS; a {} enrolls without server names",
+            token.role
+        )));
+    }
     let cert_pem = state
         .ca
         .sign_client_csr(
@@ -54,6 +60,7 @@ pub(super) async fn enroll(
             &client_id,
             token.role.as_str(),
             token.site.as_deref(),
+            &req.server_names,
             state.config.client_cert_days,
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
