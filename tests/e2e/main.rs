@@ -14,5 +14,6 @@ mod plugin_hot_swap;
 mod plugin_installers;
 mod plugin_sandbox;
 mod publish_fetch;
+mod revocations;
 mod server_limits;
 mod tuf_interop;

@@ -70,8 +70,10 @@ pub enum HubCommand {
         /// Hub data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// The role whose key is replaced: root, targets, snapshot or timestamp.
-        #[arg(long, value_parser = ["root", "targets", "snapshot", "timestamp"])]
+        /// The role whose key is replaced: root, targets, snapshot or
+        /// timestamp, or control (the key that signs revocation lists and
+        /// tasks; also adds one to a hub created without it).
+        #[arg(long, value_parser = ["root", "targets", "snapshot", "timestamp", "control"])]
         role: String,
     },
     /// List enrolled clients.

@@ -34,6 +34,10 @@ impl HubLayout {
     pub fn tuf(&self) -> PathBuf {
         self.root.join("tuf")
     }
+    /// The signed revocation list, served to relays.
+    pub fn revocations(&self) -> PathBuf {
+        self.tuf().join("revocations.json")
+    }
     /// CA and server certificate.
     pub fn tls(&self) -> PathBuf {
         self.root.join("tls")

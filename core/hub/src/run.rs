@@ -64,6 +64,14 @@ async fn sync_metadata(state: &HubState) -> Result<(), HubError> {
     for warning in state.expiry_warnings() {
         tracing::warn!("{warning}");
     }
+    match state.refresh_revocations().await? {
+        Some(version) => tracing::info!(version, "revocation list signed"),
+        None if state.tuf.control_key()?.is_none() => tracing::warn!(
+            "this hub has no control key, so relays get no signed revocation list; add one with \
+             `ferry hub rotate-key --role control` (hub stopped, root key present)"
+        ),
+        None => {}
+    }
     Ok(())
 }
 
@@ -82,6 +90,11 @@ async fn refresh_loop(state: Arc<HubState>) {
             Err(e) => tracing::error!("re-signing metadata failed: {e}"),
         }
         drop(guard);
+        match state.refresh_revocations().await {
+            Ok(Some(v)) => tracing::info!(version = v, "revocation list signed"),
+            Ok(None) => {}
+            Err(e) => tracing::error!("signing the revocation list failed: {e}"),
+        }
         let warnings = state.expiry_warnings();
         if warnings.is_empty() {
             last_warning = None;

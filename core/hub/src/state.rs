@@ -130,6 +130,62 @@ impl HubState {
         Ok(None)
     }
 
+    /// Signs a new revocation list if the revoked clients changed or the
+    /// current list is past half of its lifetime (the timestamp's). Relays
+    /// fetch it and refuse the certificates it names. Returns the new
+    /// list's version if one was written; without a control key (a hub
+    /// created before they existed) it does nothing.
+    pub async fn refresh_revocations(&self) -> Result<Option<u64>, HubError> {
+        let Some(control) = self.tuf.control_key()? else {
+            return Ok(None);
+        };
+        let catalog = self.catalog.clone();
+        let clients = blocking(move || catalog.list_clients()).await??;
+        let revoked: Vec<serde_json::Value> = clients
+            .iter()
+            .filter_map(|c| {
+                Some(serde_json::json!({
+                    "id": c.id,
+                    "cert_sha256": hex::encode(c.cert_sha256),
+                    "revoked_at": c.revoked_at?,
+                }))
+            })
+            .collect();
+        let body = serde_json::json!({ "revoked": revoked });
+        let path = self.layout.revocations();
+        let lifetime = self.config.tuf.timestamp;
+        // The list as served now, if it still verifies (a rotated control
+        // key, or a damaged file, means signing anew).
+        let now_ts = jiff::Timestamp::now();
+        let bytes = std::fs::read(&path).ok();
+        let current = bytes
+            .as_ref()
+            .and_then(|b| ferry_trust::documents::verify(&control, b, "revocations", now_ts).ok());
+        // Versions only grow, even past a list that no longer verifies.
+        let last_version = bytes
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["signed"]["version"].as_u64())
+            .unwrap_or(0);
+        let now = now_ts.as_second();
+        let half = i64::try_from((lifetime / 2).as_secs()).unwrap_or(i64::MAX);
+        if let Some(c) = &current
+            && c.body == body
+            && now.saturating_add(half) < c.expires.as_second()
+        {
+            return Ok(None);
+        }
+        let version = last_version + 1;
+        let bytes = self
+            .tuf
+            .sign_document("revocations", version, lifetime, body)?;
+        blocking(move || {
+            ferry_store::durable::write_file(&path, &bytes, 0o644)
+                .map_err(|e| HubError::io(&path, e))
+        })
+        .await??;
+        Ok(Some(version))
+    }
+
     /// Warnings an operator must act on: root metadata past half of its
     /// lifetime while its key is offline. Empty when all is well.
     pub fn expiry_warnings(&self) -> Vec<String> {

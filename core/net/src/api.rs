@@ -63,6 +63,9 @@ pub mod routes {
     /// manifest the client holds (`?base=SHA256.TARGET`).
     pub const MANIFEST: &str = "/v1/manifests/{file}";
 
+    /// `GET`: the hub-signed revocation list (see `ferry_trust::documents`).
+    pub const REVOCATIONS: &str = "/v1/revocations";
+
     /// Relative URL of the TUF metadata directory.
     pub const TUF_METADATA_DIR: &str = "v1/tuf/";
     /// Relative URL of the TUF targets directory.

@@ -260,3 +260,20 @@ pub(crate) async fn manifest(
     served.manifests.insert_delta(&file, &base, delta.clone());
     Ok(immutable(delta, "application/zstd"))
 }
+
+/// `GET /v1/revocations`: the hub-signed list of revoked certificates.
+pub(crate) async fn revocations(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let source = served.source.clone();
+    let path = blocking(move || Ok(source.revocations().filter(|p| p.exists())))
+        .await?
+        .ok_or_else(|| ApiError::not_found("this server has no signed revocation list"))?;
+    let mut response = serve_file(path, req).await?;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}

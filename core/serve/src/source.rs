@@ -35,6 +35,9 @@ pub trait ContentSource: Send + Sync + 'static {
     fn object(&self, id: &Digest) -> Result<Option<PathBuf>, ApiError>;
     /// Where each of `digests` lies; `None` for chunks not served.
     fn chunks(&self, digests: &[Digest]) -> Result<Vec<Option<ChunkPlace>>, ApiError>;
+    /// The hub-signed revocation list (as the hub wrote it; receivers check
+    /// its signature), if there is one.
+    fn revocations(&self) -> Option<PathBuf>;
     /// Served versions, optionally of one package, newest first per package.
     fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError>;
 }

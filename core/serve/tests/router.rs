@@ -82,6 +82,9 @@ impl ContentSource for DiskSource {
             })
             .collect())
     }
+    fn revocations(&self) -> Option<PathBuf> {
+        None
+    }
     fn versions(&self, _name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError> {
         Ok(Vec::new())
     }

@@ -93,6 +93,23 @@ impl TrustedRepository {
         })
     }
 
+    /// Checks a signed document of `kind` (see [`crate::documents`])
+    /// against the control key this repository's verified root names.
+    pub fn verify_document(
+        &self,
+        bytes: &[u8],
+        kind: &str,
+    ) -> Result<crate::documents::DocumentBody, TrustError> {
+        let key = crate::documents::control_key(&self.repo.root().signed).ok_or_else(|| {
+            TrustError::Keys(
+                "the hub's root metadata names no control key; the hub's admin adds one with \
+                 `ferry hub rotate-key --role control`"
+                    .into(),
+            )
+        })?;
+        crate::documents::verify(&key, bytes, kind, jiff::Timestamp::now())
+    }
+
     /// Version of the targets metadata.
     pub fn version(&self) -> u64 {
         self.repo.targets().signed.version.get()

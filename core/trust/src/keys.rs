@@ -17,12 +17,17 @@ pub struct RoleKeys {
 /// TUF role names, in the order keys are generated.
 pub(crate) const ROLES: [&str; 4] = ["root", "targets", "snapshot", "timestamp"];
 
+/// The key that signs documents other than packages (see
+/// [`crate::documents`]); not a TUF role, named by root metadata.
+pub(crate) const CONTROL: &str = "control";
+
 impl RoleKeys {
-    /// Generates all four keys into `dir`, refusing to overwrite any.
+    /// Generates the four TUF role keys and the control key into `dir`,
+    /// refusing to overwrite any.
     pub fn generate(dir: &Path) -> Result<Self, TrustError> {
         std::fs::create_dir_all(dir).map_err(|e| TrustError::io(dir, e))?;
         let rng = SystemRandom::new();
-        for role in ROLES {
+        for role in ROLES.into_iter().chain([CONTROL]) {
             let doc = Ed25519KeyPair::generate_pkcs8(&rng)
                 .map_err(|_| TrustError::Keys("key generation failed".into()))?;
             let path = dir.join(format!("{role}.der"));
@@ -39,15 +44,21 @@ impl RoleKeys {
     /// cut short leaves `ROLE.der.next`; it is finished or dropped here
     /// depending on whether the newest root (`latest_root`) lists it.
     pub fn open(dir: &Path, latest_root: &tough::schema::Root) -> Result<Self, TrustError> {
-        for role in ROLES {
+        for role in ROLES.into_iter().chain([CONTROL]) {
             let next = dir.join(format!("{role}.der.next"));
             let Ok(der) = std::fs::read(&next) else {
                 continue;
             };
-            let listed = parse_keypair(&der)
-                .ok()
-                .and_then(|k| k.tuf_key().key_id().ok())
-                .is_some_and(|id| latest_root.keys.contains_key(&id));
+            let listed = if role == CONTROL {
+                let named = crate::documents::control_key(latest_root);
+                crate::documents::ControlKey::of(&der)
+                    .is_ok_and(|k| named.is_some_and(|n| n.keyid == k.keyid))
+            } else {
+                parse_keypair(&der)
+                    .ok()
+                    .and_then(|k| k.tuf_key().key_id().ok())
+                    .is_some_and(|id| latest_root.keys.contains_key(&id))
+            };
             if listed {
                 ferry_store::durable::rename(&next, &dir.join(format!("{role}.der")))
                     .map_err(|e| TrustError::io(&next, e))?;
@@ -80,6 +91,29 @@ impl RoleKeys {
         let key = parse_keypair(doc.as_ref())
             .map_err(|e| TrustError::Keys(format!("the new {role} key does not parse: {e}")))?;
         Ok(Box::new(key))
+    }
+
+    /// Generates a new control key as `control.der.next`; returns its
+    /// PKCS#8 DER.
+    pub(crate) fn generate_next_control(&self) -> Result<Vec<u8>, TrustError> {
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| TrustError::Keys("key generation failed".into()))?;
+        let path = self.dir.join(format!("{CONTROL}.der.next"));
+        ferry_store::durable::write_file(&path, doc.as_ref(), 0o600)
+            .map_err(|e| TrustError::io(&path, e))?;
+        Ok(doc.as_ref().to_vec())
+    }
+
+    /// The control key (PKCS#8 DER), if this hub has one.
+    pub(crate) fn control(&self) -> Result<Vec<u8>, TrustError> {
+        let path = self.dir.join(format!("{CONTROL}.der"));
+        std::fs::read(&path).map_err(|e| {
+            TrustError::Keys(format!(
+                "cannot read the control key {}: {e}; a hub created before control keys existed \
+                 gets one with `ferry hub rotate-key --role control`",
+                path.display()
+            ))
+        })
     }
 
     /// Makes `ROLE.der.next` the key of `role`.

@@ -10,6 +10,7 @@
 //! errors are mapped to [`TrustError`] so operators see what happened.
 
 mod client;
+pub mod documents;
 mod error;
 mod keys;
 mod signing;

@@ -11,7 +11,8 @@ use tough::editor::signed::SignedRole;
 use tough::schema::{Hashes, KeyHolder, RoleKeys as TufRoleKeys, RoleType, Root, Signed, Target};
 use tough::sign::Sign;
 
-use crate::keys::ROLES;
+use crate::documents::{CONTROL_FIELD, ControlKey, DocumentBody};
+use crate::keys::{CONTROL, ROLES};
 use crate::{RoleKeys, TrustError};
 
 /// How long each role's metadata stays valid after it is signed. Missing
@@ -194,6 +195,11 @@ impl SigningRepository {
                 },
             );
         }
+        let control = ControlKey::of(&keys.control()?)?;
+        root._extra.insert(
+            CONTROL_FIELD.to_owned(),
+            serde_json::to_value(control).map_err(other)?,
+        );
         let signed = SignedRole::new(
             root.clone(),
             &KeyHolder::Root(root),
@@ -235,13 +241,47 @@ impl SigningRepository {
     /// update. Returns the new root version. The caller re-signs targets,
     /// snapshot and timestamp afterwards so they carry the new keys.
     pub async fn rotate_key(&self, role: &str) -> Result<u64, TrustError> {
+        if role == CONTROL {
+            return self.next_root(None, true).await;
+        }
         let role_type = role_type(role)?;
-        self.next_root(Some((role, role_type))).await
+        self.next_root(Some((role, role_type)), false).await
+    }
+
+    /// The control key the newest root names, if any.
+    pub fn control_key(&self) -> Result<Option<ControlKey>, TrustError> {
+        let (path, _) = self.latest_root()?;
+        Ok(crate::documents::control_key(&read_root(&path)?.signed))
+    }
+
+    /// Signs a document of `kind` (see [`crate::documents`]) valid for
+    /// `lifetime`; `version` must grow with every document of the kind.
+    pub fn sign_document(
+        &self,
+        kind: &str,
+        version: u64,
+        lifetime: Duration,
+        body: serde_json::Value,
+    ) -> Result<Vec<u8>, TrustError> {
+        let now = Timestamp::now().as_second();
+        let doc = DocumentBody {
+            kind: format!("ferry-{kind}"),
+            version,
+            issued: Timestamp::from_second(now).map_err(other)?,
+            expires: after(lifetime),
+            body,
+        };
+        crate::documents::sign(&self.keys.control()?, doc)
     }
 
     /// Signs root N+1: a copy of root N with a fresh expiry and, when
-    /// `rotate` names a role, a new key for it.
-    async fn next_root(&self, rotate: Option<(&str, RoleType)>) -> Result<u64, TrustError> {
+    /// `rotate` names a role, a new key for it; with `new_control`, a new
+    /// control key.
+    async fn next_root(
+        &self,
+        rotate: Option<(&str, RoleType)>,
+        new_control: bool,
+    ) -> Result<u64, TrustError> {
         let (path, version) = self.latest_root()?;
         let old = read_root(&path)?;
         let root_key = self.keys.source("root").map_err(|e| {
@@ -278,6 +318,13 @@ impl SigningRepository {
             }
             root.keys.insert(new_id, new_key);
             new_signer = Some((role, role_type, signer));
+        }
+        if new_control {
+            let der = self.keys.generate_next_control()?;
+            root._extra.insert(
+                CONTROL_FIELD.to_owned(),
+                serde_json::to_value(ControlKey::of(&der)?).map_err(other)?,
+            );
         }
 
         let mut message = Vec::new();
@@ -322,6 +369,9 @@ impl SigningRepository {
             .map_err(|e| TrustError::io(&next, e))?;
         if let Some((role, _, _)) = new_signer {
             self.keys.commit_next(role)?;
+        }
+        if new_control {
+            self.keys.commit_next(CONTROL)?;
         }
         Ok(version + 1)
     }
@@ -411,7 +461,7 @@ impl SigningRepository {
     /// expiry, signed by the root key. Needs the root key online. Returns the
     /// new root version; the caller re-signs the other roles afterwards.
     pub async fn renew_root(&self) -> Result<u64, TrustError> {
-        self.next_root(None).await
+        self.next_root(None, false).await
     }
 
     /// Signs a new version of targets, snapshot and timestamp listing exactly

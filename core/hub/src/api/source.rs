@@ -54,6 +54,10 @@ impl ContentSource for HubSource {
             .collect()
     }
 
+    fn revocations(&self) -> Option<PathBuf> {
+        Some(self.state.layout.revocations())
+    }
+
     fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError> {
         let signed = self.state.signed_targets();
         Ok(self
