@@ -2,6 +2,7 @@
 //! anchor tools they compare Ferry with. Each subcommand prints one JSON
 //! object so the scripts can compute ratios.
 
+mod latency;
 mod plugins;
 
 use std::path::PathBuf;
@@ -55,6 +56,22 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         mib: usize,
     },
+    /// Latency of metadata and object-range requests from many concurrent
+    /// clients of a hub or relay.
+    Latency {
+        /// An enrolled client's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Content id of a served object of at least 64 KiB.
+        #[arg(long)]
+        object: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// How long to measure.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Per-call latency of each kind of default plugin through the host and
     /// compiled natively, and the cost of loading and instantiating one.
     Plugins {
@@ -94,6 +111,12 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(out, edited(&std::fs::read(input)?, scattered))?;
         }
         Command::Sweep { mib } => sweep(mib << 20),
+        Command::Latency {
+            data,
+            object,
+            clients,
+            seconds,
+        } => latency::run(&data, &object, clients, seconds)?,
         Command::Plugins { calls } => {
             println!("{}", plugins::run(calls)?);
         }

@@ -207,6 +207,13 @@ impl Manifest {
                     if f.size != 0 || !f.chunks.is_empty() {
                         return invalid(format!("symlink {} carries data", f.path));
                     }
+                    if target.len() > MAX_LINK_TARGET {
+                        return invalid(format!(
+                            "symlink {} has a target of {} bytes; at most {MAX_LINK_TARGET}",
+                            f.path,
+                            target.len()
+                        ));
+                    }
                     let dir: Vec<&str> = match f.path.as_str().rsplit_once('/') {
                         Some((parent, _)) => parent.split('/').collect(),
                         None => Vec::new(),
@@ -243,6 +250,9 @@ impl Manifest {
     }
 }
 
+/// Longest symlink target (the kernel refuses PATH_MAX, 4096, and more).
+const MAX_LINK_TARGET: usize = 4095;
+
 /// Most symlinks one link's resolution may pass through (the kernel's own
 /// limit is 40).
 const MAX_LINK_HOPS: u32 = 40;
@@ -263,19 +273,39 @@ fn resolve_on_disk<'a>(
         return None;
     }
     let mut cur = dir;
+    // The joined form of `cur`, kept in step (no re-join per component).
+    let mut joined = cur.join("/");
+    let mut lens: Vec<usize> = Vec::new();
+    let rebuild_lens = |cur: &[&str]| {
+        let mut lens = Vec::with_capacity(cur.len());
+        let mut len = 0usize;
+        for (i, c) in cur.iter().enumerate() {
+            lens.push(len);
+            len += c.len() + usize::from(i > 0);
+        }
+        lens
+    };
+    lens.extend(rebuild_lens(&cur));
     for comp in target.split('/') {
         match comp {
             "" | "." => {}
             ".." => {
                 cur.pop()?;
+                joined.truncate(lens.pop().expect("one length per component"));
             }
             name => {
+                lens.push(joined.len());
+                if !cur.is_empty() {
+                    joined.push('/');
+                }
+                joined.push_str(name);
                 cur.push(name);
-                let joined = cur.join("/");
                 if let Some(next) = links.get(joined.as_str()) {
                     *budget = budget.checked_sub(1)?;
                     cur.pop();
                     cur = resolve_on_disk(links, cur, next, budget)?;
+                    joined = cur.join("/");
+                    lens = rebuild_lens(&cur);
                 }
             }
         }
@@ -370,6 +400,9 @@ mod tests {
         assert!(deep.validate(ManifestLimits::default()).is_err());
         let looped = manifest(vec![link("x", "y/z"), link("y", "x")]);
         assert!(looped.validate(ManifestLimits::default()).is_err());
+        let long = manifest(vec![link("l", &"a/".repeat(2100))]);
+        let err = long.validate(ManifestLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("at most 4095"), "{err}");
         // Controls: links through links that stay inside are fine.
         let inside = manifest(vec![
             entry("d/file", b"x"),

@@ -144,7 +144,16 @@ pub(crate) async fn publish(
             // the publisher can simply try again.
             let catalog = state.catalog.clone();
             let (name, version) = (manifest.name.clone(), manifest.version.clone());
-            blocking(move || Ok(catalog.delete_version(&name, &version)?)).await?;
+            if let Err(undo) = blocking(move || Ok(catalog.delete_version(&name, &version)?)).await
+            {
+                // Still unlisted (listings show only signed versions); the
+                // refresh loop signs it once signing works again.
+                return Err(ApiError::internal(format!(
+                    "signing metadata for {} {} failed ({e}), and withdrawing it failed too ({undo}); \
+                     the hub signs it at its next refresh",
+                    manifest.name, manifest.version
+                )));
+            }
             return Err(ApiError::internal(format!(
                 "signing metadata for {} {} failed, nothing was published: {e}",
                 manifest.name, manifest.version

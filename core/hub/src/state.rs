@@ -97,7 +97,15 @@ impl HubState {
                 sha256: t.sha256.0,
             })
             .collect();
-        let version = self.tuf.publish(&targets).await?;
+        // Signing writes and fsyncs files: on a blocking thread, driving
+        // tough's async editor there.
+        let tuf = self.tuf.clone();
+        let (version, targets) = blocking(move || {
+            let version = tokio::runtime::Handle::current().block_on(tuf.publish(&targets));
+            (version, targets)
+        })
+        .await?;
+        let version = version?;
         let names = targets.into_iter().map(|t| t.name).collect();
         *self.signed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(names);
         Ok(version)
@@ -111,16 +119,22 @@ impl HubState {
     /// one was signed. The caller holds `metadata_lock`.
     pub async fn refresh(&self) -> Result<Option<u64>, HubError> {
         let catalog = self.catalog.clone();
-        let listed: Vec<String> = blocking(move || catalog.all_targets())
-            .await??
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
-        let force = self.tuf.current_targets()? != listed;
-        let needs = self.tuf.needs_refresh()?;
+        let tuf = self.tuf.clone();
+        let (force, needs, root_online) = blocking(move || {
+            let listed: Vec<String> = catalog.all_targets()?.into_iter().map(|t| t.name).collect();
+            Ok::<_, HubError>((
+                tuf.current_targets()? != listed,
+                tuf.needs_refresh()?,
+                tuf.root_key_online(),
+            ))
+        })
+        .await??;
         let mut renewed_root = false;
-        if needs.root && self.tuf.root_key_online() {
-            let version = self.tuf.renew_root().await?;
+        if needs.root && root_online {
+            let tuf = self.tuf.clone();
+            let version =
+                blocking(move || tokio::runtime::Handle::current().block_on(tuf.renew_root()))
+                    .await??;
             tracing::info!(version, "root metadata renewed before expiry");
             renewed_root = true;
         }
@@ -157,7 +171,8 @@ impl HubState {
         // The list as served now, if it still verifies (a rotated control
         // key, or a damaged file, means signing anew).
         let now_ts = jiff::Timestamp::now();
-        let bytes = std::fs::read(&path).ok();
+        let read_path = path.clone();
+        let bytes = blocking(move || std::fs::read(read_path).ok()).await?;
         let current = bytes
             .as_ref()
             .and_then(|b| ferry_trust::documents::verify(&control, b, "revocations", now_ts).ok());

@@ -11,9 +11,10 @@ use crate::api::ErrorBody;
 use crate::{ClientCredentials, NetError, client_config};
 
 /// How slow a source may be before it counts as down. An untrusted source
-/// must not hold a client by dripping bytes: after `grace`, a body must keep
-/// an average of `min_rate` bytes per second, and no wait for the next
-/// piece (or for the response headers) may last longer than `stall`.
+/// must not hold a client by dripping bytes: the response headers must come
+/// within `grace`, every `grace`-long window of the body must average
+/// `min_rate` bytes per second, and no wait for the next piece may last
+/// longer than `stall`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
     /// Time allowed before the average rate counts (connection, headers,
@@ -125,18 +126,20 @@ impl HubClient {
         })
     }
 
-    /// Sends a request within the pace's grace period and turns an error
-    /// status into [`NetError::Status`], reading at most 64 KiB of its body.
+    /// Sends a request and waits for the response headers at most
+    /// `deadline`, turning an error status into [`NetError::Status`] (reading
+    /// at most 64 KiB of its body).
     async fn send(
         &self,
         url: &Url,
         request: reqwest::RequestBuilder,
+        deadline: Duration,
     ) -> Result<reqwest::Response, NetError> {
-        let response = match tokio::time::timeout(self.pace.grace, request.send()).await {
+        let response = match tokio::time::timeout(deadline, request.send()).await {
             Err(_) => {
                 return Err(NetError::TooSlow {
                     url: url.to_string(),
-                    detail: format!("no response within {:?}", self.pace.grace),
+                    detail: format!("no response within {deadline:?}"),
                 });
             }
             Ok(result) => result.map_err(|e| NetError::Request {
@@ -184,7 +187,9 @@ impl HubClient {
     /// GET a JSON document.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, NetError> {
         let url = self.url(path)?;
-        let response = self.send(&url, self.http.get(url.clone())).await?;
+        let response = self
+            .send(&url, self.http.get(url.clone()), self.pace.grace)
+            .await?;
         let bytes = self
             .read_limited(&url, response, crate::api::MAX_JSON_BODY as u64)
             .await?;
@@ -211,13 +216,29 @@ impl HubClient {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<T, NetError> {
+        self.post_bytes_within(path, content_type, body, Duration::ZERO)
+            .await
+    }
+
+    /// [`HubClient::post_bytes`] for a request the server may work on for
+    /// up to `processing` before it answers (a publish assembling files).
+    /// The wait for the answer is bounded by the grace period, the time the
+    /// body takes at the minimum rate, and `processing`.
+    pub async fn post_bytes_within<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        processing: Duration,
+    ) -> Result<T, NetError> {
         let url = self.url(path)?;
+        let deadline = self.upload_deadline(body.len()) + processing;
         let request = self
             .http
             .post(url.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
-        let response = self.send(&url, request).await?;
+        let response = self.send(&url, request, deadline).await?;
         let bytes = self
             .read_limited(&url, response, crate::api::MAX_JSON_BODY as u64)
             .await?;
@@ -229,7 +250,8 @@ impl HubClient {
 
     /// DELETE a resource.
     pub async fn delete(&self, url: &Url) -> Result<(), NetError> {
-        self.send(url, self.http.delete(url.clone())).await?;
+        self.send(url, self.http.delete(url.clone()), self.pace.grace)
+            .await?;
         Ok(())
     }
 
@@ -247,7 +269,13 @@ impl HubClient {
             };
             request = request.header(reqwest::header::RANGE, value);
         }
-        self.send(url, request).await
+        self.send(url, request, self.pace.grace).await
+    }
+
+    /// How long sending a body of `len` bytes and getting the answer may
+    /// take: the grace period plus the body at the minimum rate.
+    fn upload_deadline(&self, len: usize) -> Duration {
+        self.pace.grace + Duration::from_secs(len as u64 / self.pace.min_rate.max(1))
     }
 
     /// POST raw bytes and return the streaming response (its body is read
@@ -260,6 +288,7 @@ impl HubClient {
         body: Vec<u8>,
         zstd: bool,
     ) -> Result<Response, NetError> {
+        let len = body.len();
         let mut request = self
             .http
             .post(url.clone())
@@ -268,7 +297,8 @@ impl HubClient {
         if zstd {
             request = request.header(reqwest::header::ACCEPT_ENCODING, "zstd");
         }
-        self.send(url, request).await
+        let deadline = self.upload_deadline(len);
+        self.send(url, request, deadline).await
     }
 
     /// GET a resource, telling the server a zstd-compressed body is welcome
@@ -279,7 +309,7 @@ impl HubClient {
             .http
             .get(url.clone())
             .header(reqwest::header::ACCEPT_ENCODING, "zstd");
-        self.send(url, request).await
+        self.send(url, request, self.pace.grace).await
     }
 
     /// GET a resource into memory, refusing more than `limit` bytes.
@@ -318,41 +348,50 @@ pub async fn read_limited(
     read_stream_limited(url, length, stream, limit).await
 }
 
-/// Wraps a body stream so it fails once the source falls below `pace`.
+/// Wraps a body stream so it fails once the source falls below `pace`:
+/// every window of `grace` (the first one starting with the request) must
+/// bring `min_rate × grace` bytes, and no piece may take longer than
+/// `stall`. Windows do not carry credit over, so a fast start does not buy
+/// a long drip later.
 fn paced(
     url: Url,
     stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + Sync + 'static,
     pace: Pace,
 ) -> impl Stream<Item = Result<Bytes, NetError>> + Send + Sync + 'static {
-    let start = Instant::now();
-    let state = Some((Box::pin(stream), 0u64));
+    let window = pace.grace.max(Duration::from_millis(1));
+    let needed = (pace.min_rate as f64 * window.as_secs_f64()) as u64;
+    let state = Some((Box::pin(stream), Instant::now(), 0u64));
     futures_util::stream::unfold(state, move |state| {
         let url = url.clone();
         async move {
-            let (mut stream, got) = state?;
-            // The average-rate deadline moves with every byte received.
-            let earned = Duration::from_secs_f64(got as f64 / pace.min_rate.max(1) as f64);
-            let deadline = (start + pace.grace + earned).min(Instant::now() + pace.stall);
+            let (mut stream, mut window_start, mut window_bytes) = state?;
+            let stall = Instant::now() + pace.stall;
+            // An unfinished window must be filled by its end.
+            let deadline = if window_bytes < needed {
+                stall.min(window_start + window)
+            } else {
+                stall
+            };
+            let too_slow = |got: u64| NetError::TooSlow {
+                url: url.to_string(),
+                detail: format!(
+                    "it sent {got} bytes in {window:?}, fewer than the {needed} required ({} bytes/s), or nothing for {:?}",
+                    pace.min_rate, pace.stall
+                ),
+            };
             match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => {
-                    let detail = format!(
-                        "the source sent {got} bytes in {:.0?}, slower than the {} bytes/s required (or nothing for {:?})",
-                        start.elapsed(),
-                        pace.min_rate,
-                        pace.stall
-                    );
-                    Some((
-                        Err(NetError::TooSlow {
-                            url: url.to_string(),
-                            detail,
-                        }),
-                        None,
-                    ))
-                }
+                Err(_) => Some((Err(too_slow(window_bytes)), None)),
                 Ok(None) => None,
                 Ok(Some(Ok(piece))) => {
-                    let got = got + piece.len() as u64;
-                    Some((Ok(piece), Some((stream, got))))
+                    window_bytes += piece.len() as u64;
+                    if window_start.elapsed() >= window {
+                        if window_bytes < needed {
+                            return Some((Err(too_slow(window_bytes)), None));
+                        }
+                        window_start = Instant::now();
+                        window_bytes = 0;
+                    }
+                    Some((Ok(piece), Some((stream, window_start, window_bytes))))
                 }
                 Ok(Some(Err(e))) => Some((
                     Err(NetError::Request {
@@ -398,4 +437,87 @@ fn with_slash(mut url: Url) -> Url {
         url.set_path(&path);
     }
     url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that sends `first` bytes at once, then one byte every `gap`.
+    fn dripping(
+        first: usize,
+        gap: Duration,
+    ) -> impl Stream<Item = reqwest::Result<Bytes>> + Send + Sync {
+        let burst = futures_util::stream::iter([Ok(Bytes::from(vec![0u8; first]))]);
+        let drip = futures_util::stream::unfold((), move |()| async move {
+            tokio::time::sleep(gap).await;
+            Some((Ok(Bytes::from_static(b"x")), ()))
+        });
+        burst.chain(drip)
+    }
+
+    fn pace() -> Pace {
+        Pace {
+            grace: Duration::from_secs(3),
+            min_rate: 100,
+            stall: Duration::from_secs(2),
+        }
+    }
+
+    async fn drain(stream: impl Stream<Item = Result<Bytes, NetError>>) -> (u64, Option<NetError>) {
+        let mut got = 0;
+        let mut stream = std::pin::pin!(stream);
+        while let Some(piece) = stream.next().await {
+            match piece {
+                Ok(b) => got += b.len() as u64,
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        (got, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dripping_source_is_dropped_even_after_a_fast_start() {
+        let url: Url = "https://source.example/x".parse().unwrap();
+        let started = Instant::now();
+        // 1 MiB at once, then a byte a second: the first window is full, the
+        // second is not, so it fails within two windows.
+        let (got, err) = drain(paced(
+            url.clone(),
+            dripping(1 << 20, Duration::from_secs(1)),
+            pace(),
+        ))
+        .await;
+        assert!(matches!(err, Some(NetError::TooSlow { .. })), "{err:?}");
+        assert!(got >= 1 << 20);
+        assert!(
+            started.elapsed() <= Duration::from_secs(7),
+            "{:?}",
+            started.elapsed()
+        );
+        // Silence longer than the stall limit.
+        let (_, err) = drain(paced(
+            url.clone(),
+            dripping(10, Duration::from_secs(60)),
+            pace(),
+        ))
+        .await;
+        assert!(matches!(err, Some(NetError::TooSlow { .. })), "{err:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_source_is_read_to_the_end() {
+        let url: Url = "https://source.example/x".parse().unwrap();
+        // 200 bytes every 500 ms for 20 s: 400 B/s, above the 100 required.
+        let steady = futures_util::stream::unfold(0, |n| async move {
+            if n == 40 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some((Ok(Bytes::from(vec![1u8; 200])), n + 1))
+        });
+        let (got, err) = drain(paced(url, steady, pace())).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, 8000);
+    }
 }

@@ -43,6 +43,8 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Open connections per client certificate at most.
     pub max_per_client: usize,
+    /// Open connections without a client certificate per address at most.
+    pub max_anonymous_per_address: usize,
 }
 
 impl Default for ServerLimits {
@@ -52,6 +54,7 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(10),
             max_connections: 50_000,
             max_per_client: 256,
+            max_anonymous_per_address: 64,
         }
     }
 }
@@ -74,12 +77,20 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Counts open connections per client certificate.
+/// Who a connection counts against: its client certificate, or, without
+/// one (enrollment, the CA), its address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Holder {
+    Cert([u8; 32]),
+    Address(std::net::IpAddr),
+}
+
+/// Counts open connections per holder.
 #[derive(Default)]
-struct PerClient(std::sync::Mutex<HashMap<[u8; 32], usize>>);
+struct PerClient(std::sync::Mutex<HashMap<Holder, usize>>);
 
 impl PerClient {
-    fn enter(self: &Arc<Self>, cert: [u8; 32], max: usize) -> Option<ClientSlot> {
+    fn enter(self: &Arc<Self>, cert: Holder, max: usize) -> Option<ClientSlot> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(cert).or_insert(0);
         if *n >= max {
@@ -95,7 +106,7 @@ impl PerClient {
 
 struct ClientSlot {
     counts: Arc<PerClient>,
-    cert: [u8; 32],
+    cert: Holder,
 }
 
 impl Drop for ClientSlot {
@@ -183,15 +194,13 @@ pub async fn serve_with_limits(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| cert_sha256(leaf));
-            let _slot = match cert {
-                Some(c) => match per_client.enter(c, limits.max_per_client) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        tracing::debug!(%addr, "connection refused: client has {} open", limits.max_per_client);
-                        return;
-                    }
-                },
-                None => None,
+            let (holder, max) = match cert {
+                Some(c) => (Holder::Cert(c), limits.max_per_client),
+                None => (Holder::Address(addr.ip()), limits.max_anonymous_per_address),
+            };
+            let Some(_slot) = per_client.enter(holder, max) else {
+                tracing::debug!(%addr, "connection refused: {max} already open for this client");
+                return;
             };
             let peer = Peer {
                 addr,

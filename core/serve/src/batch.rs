@@ -22,6 +22,9 @@ const PIECE: usize = 64 << 10;
 /// Pieces queued between the reading thread and the socket: the memory a
 /// slow client can hold on the server is `PIECE * QUEUE` per request.
 const QUEUE: usize = 8;
+/// Longest a reading thread waits for a client to take the next piece; a
+/// client that stops reading for longer loses its answer.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// zstd level for chunk streams: level 1 keeps up with a fast network on
 /// one core; incompressible data passes as raw blocks at ~0.01% cost.
 const ZSTD_LEVEL: i32 = 1;
@@ -61,11 +64,22 @@ pub(crate) async fn chunks_batch(
         (None, None) => std::cmp::Ordering::Equal,
     });
     let zstd = accepts_zstd(&headers);
+    // Each answer holds a blocking thread while it streams: at most
+    // MAX_BATCHES at once, the rest wait (within the route's time limit).
+    let permit = served
+        .batches
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("the batch limiter was closed"))?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let sink = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(PIECE),
+            runtime,
         };
         let result = if zstd {
             match zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL) {
@@ -80,7 +94,7 @@ pub(crate) async fn chunks_batch(
         {
             tracing::warn!("chunk batch stopped: {e}");
             // The client sees a cut answer and fetches the rest again.
-            let _ = tx.blocking_send(Err(e));
+            let _ = tx.try_send(Err(e));
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -125,10 +139,12 @@ fn write_records(
 }
 
 /// A `Write` that hands pieces of about [`PIECE`] bytes to the response
-/// stream; fails with `BrokenPipe` once the client has gone.
+/// stream; fails with `BrokenPipe` once the client has gone, and with
+/// `TimedOut` if it stops reading for [`SEND_TIMEOUT`].
 struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl ChannelWriter {
@@ -137,9 +153,18 @@ impl ChannelWriter {
             return Ok(());
         }
         let piece = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE)));
-        self.tx
-            .blocking_send(Ok(piece))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        // This is a blocking-pool thread, so it may wait on the runtime.
+        match self
+            .runtime
+            .block_on(tokio::time::timeout(SEND_TIMEOUT, self.tx.send(Ok(piece))))
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )),
+        }
     }
 }
 

@@ -96,9 +96,11 @@ pub(crate) async fn object(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("object {id} is not served here")))?;
     let mut response = serve_file(path, req).await?;
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, IMMUTABLE);
+    if response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, IMMUTABLE);
+    }
     Ok(response)
 }
 
@@ -171,31 +173,45 @@ fn split_file(file: &str) -> Result<(&str, &str), ApiError> {
 
 /// The manifest `SHA256.TARGET`, from the cache or the source.
 async fn manifest_entry(served: &Arc<Served>, file: &str) -> Result<Arc<CachedManifest>, ApiError> {
+    let (hash, target) = split_file(file)?;
+    let not_served = || ApiError::not_found(format!("{target} is not served here"));
+    if !served.source.serves(target) {
+        return Err(not_served());
+    }
     if let Some(entry) = served.manifests.get(file) {
         return Ok(entry);
     }
-    let (hash, target) = split_file(file)?;
     let source = served.source.clone();
     let name = target.to_owned();
     let bytes = blocking(move || source.manifest(&name))
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("{target} is not served here")))?;
-    let entry = served.manifests.insert(target, bytes);
-    if entry.sha256 != hash {
+        .ok_or_else(not_served)?;
+    // Only what was asked for is cached: a wrong hash must not flush the
+    // cache with manifests nobody wants.
+    if ferry_content::Digest::of(&bytes).to_hex() != hash {
         return Err(ApiError::not_found(format!(
             "{target} has no version with hash {hash} here"
         )));
     }
-    Ok(entry)
+    Ok(served.manifests.insert(target, bytes))
 }
 
+/// Whether the request accepts a zstd-encoded answer (`zstd;q=0` does not).
 pub(crate) fn accepts_zstd(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|e| e.trim().split(';').next() == Some("zstd"))
+        .any(|e| {
+            let mut parts = e.split(';').map(str::trim);
+            parts.next() == Some("zstd")
+                && parts.all(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_none_or(|q| q > 0.0)
+                })
+        })
 }
 
 /// `GET /v1/tuf/targets/{sha256}.{target}`: a manifest, by the consistent
@@ -209,13 +225,20 @@ pub(crate) async fn tuf_target(
 ) -> Result<Response, ApiError> {
     let entry = manifest_entry(&served, &file).await?;
     if !accepts_zstd(&headers) {
-        return Ok(immutable(entry.bytes.clone(), "application/json"));
+        let mut response = immutable(entry.bytes.clone(), "application/json");
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        return Ok(response);
     }
     let compressed = blocking(move || Ok(entry.zstd())).await?;
     let mut response = immutable(compressed, "application/json");
     response
         .headers_mut()
         .insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     Ok(response)
 }
 
@@ -253,11 +276,19 @@ pub(crate) async fn manifest(
         }
         Err(e) => return Err(e),
     };
-    let delta: bytes::Bytes = blocking(move || {
-        Ok(ferry_content::encode_manifest_delta(&base_entry.bytes, &entry.bytes).into())
+    // Computed apart from this request, so a client that gives up (or the
+    // route's time limit) does not waste the work: the cache gets it.
+    let cache = served.clone();
+    let delta = tokio::spawn(async move {
+        let delta: bytes::Bytes = blocking(move || {
+            Ok(ferry_content::encode_manifest_delta(&base_entry.bytes, &entry.bytes).into())
+        })
+        .await?;
+        cache.manifests.insert_delta(&file, &base, delta.clone());
+        Ok::<_, ApiError>(delta)
     })
-    .await?;
-    served.manifests.insert_delta(&file, &base, delta.clone());
+    .await
+    .map_err(|e| ApiError::internal(format!("delta task failed: {e}")))??;
     Ok(immutable(delta, "application/zstd"))
 }
 

@@ -30,10 +30,14 @@ pub use source::{ChunkPlace, ContentSource};
 /// Time a read route has to start its answer.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Chunk batch answers streaming at once (each holds a blocking thread).
+const MAX_BATCHES: usize = 64;
+
 /// Shared state of the read routes.
 pub struct Served {
     source: Arc<dyn ContentSource>,
     manifests: manifests::ManifestCache,
+    batches: Arc<tokio::sync::Semaphore>,
 }
 
 /// The read routes over `source`. Mount the result of
@@ -44,6 +48,7 @@ pub fn router(source: Arc<dyn ContentSource>) -> Router {
     let served = Arc::new(Served {
         source,
         manifests: manifests::ManifestCache::new(),
+        batches: Arc::new(tokio::sync::Semaphore::new(MAX_BATCHES)),
     });
     Router::new()
         .route(routes::WHOAMI, get(handlers::whoami))

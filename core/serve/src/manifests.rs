@@ -11,11 +11,10 @@ use ferry_content::Digest;
 /// starts again empty (simple, and refilling costs one read each).
 const CACHE_BYTES: usize = 256 << 20;
 
-/// A served manifest: its bytes and SHA-256.
+/// A served manifest: its bytes, and its zstd form once asked for.
 #[derive(Debug)]
 pub(crate) struct CachedManifest {
     pub bytes: Bytes,
-    pub sha256: String,
     zstd: Mutex<Option<Bytes>>,
 }
 
@@ -62,12 +61,19 @@ impl ManifestCache {
         let key = format!("{sha256}.{target}");
         let entry = Arc::new(CachedManifest {
             bytes: bytes.into(),
-            sha256,
             zstd: Mutex::new(None),
         });
+        let cost = entry.bytes.len() * 2;
         let mut inner = self.lock();
-        inner.make_room(entry.bytes.len() * 2);
-        inner.bytes += entry.bytes.len() * 2;
+        if let Some(existing) = inner.manifests.get(&key) {
+            return existing.clone();
+        }
+        // A manifest too large to share the cache is served, not kept.
+        if cost > CACHE_BYTES / 4 {
+            return entry;
+        }
+        inner.make_room(cost);
+        inner.bytes += cost;
         inner.manifests.insert(key, entry.clone());
         entry
     }
@@ -80,6 +86,9 @@ impl ManifestCache {
     }
 
     pub fn insert_delta(&self, target: &str, base: &str, delta: Bytes) {
+        if delta.len() > CACHE_BYTES / 4 {
+            return;
+        }
         let mut inner = self.lock();
         inner.make_room(delta.len());
         inner.bytes += delta.len();

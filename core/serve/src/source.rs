@@ -30,6 +30,10 @@ pub trait ContentSource: Send + Sync + 'static {
     fn metadata_dir(&self) -> PathBuf;
     /// A manifest's bytes, by TUF target name (`NAME@VERSION.json`).
     fn manifest(&self, target: &str) -> Result<Option<Vec<u8>>, ApiError>;
+    /// Whether `target` is served now. Must not block: it is asked on
+    /// every manifest request, also when the manifest is cached, so a
+    /// withdrawn version stops being served at once.
+    fn serves(&self, target: &str) -> bool;
     /// The file holding a served object (a whole package file), by content
     /// id; `None` if it is not served.
     fn object(&self, id: &Digest) -> Result<Option<PathBuf>, ApiError>;

@@ -67,6 +67,9 @@ impl ContentSource for DiskSource {
     fn manifest(&self, target: &str) -> Result<Option<Vec<u8>>, ApiError> {
         Ok(self.manifests.get(target).cloned())
     }
+    fn serves(&self, target: &str) -> bool {
+        self.manifests.contains_key(target)
+    }
     fn object(&self, id: &Digest) -> Result<Option<PathBuf>, ApiError> {
         Ok((*id == self.object).then(|| self.dir.path().join(id.to_hex())))
     }

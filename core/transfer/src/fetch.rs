@@ -61,8 +61,11 @@ pub async fn fetch_manifest(
                         report.delta_base = Some(btarget.clone());
                         received = Some((delta, bbytes.as_slice()));
                     }
-                    // The source lacks the base: take the whole manifest.
-                    Err(e) if e.code() == Some(ErrorCode::UnknownBase.as_str()) => {}
+                    // The source lacks the base (or could not make the
+                    // delta in time): take the whole manifest.
+                    Err(e)
+                        if e.code() == Some(ErrorCode::UnknownBase.as_str())
+                            || e.is_source_fault() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -145,7 +148,7 @@ pub async fn fetch_objects(
     let (index, spooled) = {
         let local = local.clone();
         tokio::task::spawn_blocking(move || {
-            Ok::<_, TransferError>((local.chunk_index(), local.spooled()?))
+            Ok::<_, TransferError>((local.chunk_index(), local.spooled()?.chunks))
         })
         .await
         .map_err(|e| TransferError::Refused(format!("local index task failed: {e}")))??

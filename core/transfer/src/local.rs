@@ -25,6 +25,14 @@ pub(crate) enum LocalChunk {
     },
 }
 
+/// What the spool holds: where each verified chunk lies, and each file's
+/// digests.
+#[derive(Debug, Default)]
+pub(crate) struct Spooled {
+    pub chunks: HashMap<Digest, LocalChunk>,
+    pub files: Vec<(PathBuf, Vec<Digest>)>,
+}
+
 /// Local content under one directory:
 ///
 /// ```text
@@ -159,46 +167,52 @@ impl LocalContent {
         index
     }
 
-    /// Verified chunks left in the spool by interrupted fetches. A record
-    /// that is cut off or does not hash to its digest ends its file's valid
-    /// part; the file is cut back to it.
-    pub(crate) fn spooled(&self) -> Result<HashMap<Digest, LocalChunk>, TransferError> {
+    /// Verified chunks left in the spool by interrupted fetches, and the
+    /// digests each spool file holds. A record that is cut off or does not
+    /// hash to its digest ends its file's valid part; the file is cut back
+    /// to it. Files are read record by record, never whole.
+    pub(crate) fn spooled(&self) -> Result<Spooled, TransferError> {
         let dir = self.dir.join("spool");
-        let mut found = HashMap::new();
+        let mut found = Spooled::default();
         let entries = std::fs::read_dir(&dir).map_err(|e| TransferError::io(&dir, e))?;
         for entry in entries {
             let path = entry.map_err(|e| TransferError::io(&dir, e))?.path();
-            let mut file = std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .map_err(|e| TransferError::io(&path, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| TransferError::io(&path, e))?
+                .len();
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+            let mut at = 0u64;
+            let mut header = [0u8; 36];
             let mut data = Vec::new();
-            file.read_to_end(&mut data)
-                .map_err(|e| TransferError::io(&path, e))?;
-            let mut at = 0usize;
-            while data.len() >= at + 36 {
-                let digest = Digest(data[at..at + 32].try_into().expect("32 bytes"));
-                let len = u32::from_le_bytes(data[at + 32..at + 36].try_into().expect("4 bytes"));
-                let start = at + 36;
-                let end = start + len as usize;
-                if len == 0 || len > ChunkParams::MAX_CHUNK || end > data.len() {
+            let mut digests = Vec::new();
+            while reader.read_exact(&mut header).is_ok() {
+                let digest = Digest(header[..32].try_into().expect("32 bytes"));
+                let len = u32::from_le_bytes(header[32..].try_into().expect("4 bytes"));
+                if len == 0 || len > ChunkParams::MAX_CHUNK {
                     break;
                 }
-                if Digest::of(&data[start..end]) != digest {
+                data.resize(len as usize, 0);
+                if reader.read_exact(&mut data).is_err() || Digest::of(&data) != digest {
                     break;
                 }
-                found.entry(digest).or_insert(LocalChunk::Spool {
+                found.chunks.entry(digest).or_insert(LocalChunk::Spool {
                     file: path.clone(),
-                    offset: start as u64,
+                    offset: at + 36,
                     len,
                 });
-                at = end;
+                digests.push(digest);
+                at += 36 + len as u64;
             }
-            if at < data.len() {
-                file.set_len(at as u64)
-                    .map_err(|e| TransferError::io(&path, e))?;
+            if at < size {
+                file.set_len(at).map_err(|e| TransferError::io(&path, e))?;
             }
+            found.files.push((path, digests));
         }
         Ok(found)
     }
@@ -221,12 +235,15 @@ impl LocalContent {
         })
     }
 
-    /// Removes spool files once their chunks are in stored objects.
+    /// Removes the spool files all of whose chunks are now in stored
+    /// objects; the others (an interrupted fetch of something else) stay
+    /// for their next attempt.
     pub(crate) fn clear_spool(&self) -> Result<(), TransferError> {
-        let dir = self.dir.join("spool");
-        for entry in std::fs::read_dir(&dir).map_err(|e| TransferError::io(&dir, e))? {
-            let path = entry.map_err(|e| TransferError::io(&dir, e))?.path();
-            std::fs::remove_file(&path).map_err(|e| TransferError::io(&path, e))?;
+        let held = self.chunk_index();
+        for (path, digests) in self.spooled()?.files {
+            if digests.iter().all(|d| held.contains_key(d)) {
+                std::fs::remove_file(&path).map_err(|e| TransferError::io(&path, e))?;
+            }
         }
         Ok(())
     }

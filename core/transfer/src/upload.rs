@@ -208,10 +208,11 @@ pub async fn publish(
             let delta = encode_manifest_delta(base_bytes, &new_bytes);
             let target = base_manifest.target_name();
             let result: Result<PublishResponse, _> = client
-                .post_bytes(
+                .post_bytes_within(
                     &format!("v1/publish?base={target}"),
                     "application/zstd",
                     delta.clone(),
+                    PUBLISH_PROCESSING,
                 )
                 .await;
             match result {
@@ -244,9 +245,18 @@ async fn send_whole_manifest(
     let compressed = encode_manifest_delta(&[], manifest);
     report.manifest_bytes_sent = compressed.len() as u64;
     Ok(client
-        .post_bytes("v1/publish", "application/zstd", compressed)
+        .post_bytes_within(
+            "v1/publish",
+            "application/zstd",
+            compressed,
+            PUBLISH_PROCESSING,
+        )
         .await?)
 }
+
+/// How long the hub may work on a publish before it answers: it assembles
+/// and fsyncs every new file of the package first.
+const PUBLISH_PROCESSING: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Reads the chunks `digests` from the publisher's files into one pack,
 /// checking each again: a file that changed since it was scanned must not

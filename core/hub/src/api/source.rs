@@ -30,6 +30,10 @@ impl ContentSource for HubSource {
         Ok(self.state.catalog.manifest_by_target(target)?)
     }
 
+    fn serves(&self, target: &str) -> bool {
+        self.state.signed_targets().contains(target)
+    }
+
     fn object(&self, id: &Digest) -> Result<Option<PathBuf>, ApiError> {
         if !self.state.catalog.object_known(id)? {
             return Ok(None);
