@@ -119,6 +119,36 @@ fn the_api_refuses_bad_uploads_and_manifests() {
     );
     assert_eq!(staged_files(&hub), 0, "a refused upload left files");
 
+    // Compressed packs: one that would decode past the pack limit, one
+    // that is not zstd at all, and an unknown encoding are refused.
+    let bomb = zstd::bulk::compress(&vec![0u8; 80 << 20], 19).unwrap();
+    let post = |encoding: &str, body: Vec<u8>| {
+        block_on(http.post_bytes_encoded::<PackResponse>(
+            "v1/chunks",
+            "application/x-ferry-pack",
+            Some(encoding),
+            body,
+            std::time::Duration::ZERO,
+        ))
+    };
+    let err = post("zstd", bomb).unwrap_err();
+    assert_eq!(err.status(), Some(413), "{err}");
+    assert_eq!(err.code(), Some("too-large"), "{err}");
+    let err = post("zstd", b"not zstd".to_vec()).unwrap_err();
+    assert!(
+        err.to_string().contains("compressed pack is corrupt"),
+        "{err}"
+    );
+    let err = post("br", pack.clone()).unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    // Control: a good pack, compressed, is staged.
+    let control = b"a chunk sent compressed".repeat(20);
+    let mut fine = Vec::new();
+    pack_push(&mut fine, &Digest::of(&control), &control);
+    let staged = post("zstd", zstd::bulk::compress(&fine, 3).unwrap()).unwrap();
+    assert_eq!(staged.chunks, 1);
+    assert_eq!(staged_files(&hub), 1);
+
     // A manifest whose chunks were never uploaded is not published.
     let manifest = |path: &str| {
         format!(

@@ -95,3 +95,25 @@ fn two_fetches_sharing_a_data_directory_both_succeed() {
         }
     }
 }
+
+#[test]
+fn compressible_content_travels_compressed_both_ways() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let dir = hub.root.path().join("text");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text: String = (0..200_000)
+        .map(|i| format!("line {i} of a log file\n"))
+        .collect();
+    std::fs::write(dir.join("log.txt"), &text).unwrap();
+    let published = publisher.publish(&dir, "text", "1.0.0").json();
+    let payload = published["chunk_bytes_sent"].as_u64().unwrap();
+    let wire = published["pack_bytes_sent"].as_u64().unwrap();
+    assert_eq!(payload, text.len() as u64, "{published}");
+    assert!(wire < payload / 3, "packs were not compressed: {published}");
+
+    let agent = hub.enroll("agent", "agent");
+    let out = hub.root.path().join("out");
+    agent.fetch("text", &out, None).success();
+    assert_eq!(std::fs::read_to_string(out.join("log.txt")).unwrap(), text);
+}

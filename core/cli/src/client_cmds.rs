@@ -244,7 +244,8 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     println!("  total      {}", output::bytes(report.total_bytes));
     println!("  sent       {}", output::bytes(report.bytes_moved));
     println!(
-        "    chunks   {} in {} of {} chunk(s)",
+        "    chunks   {} ({} compressed) in {} of {} chunk(s)",
+        HumanBytes(report.pack_bytes_sent),
         HumanBytes(report.chunk_bytes_sent),
         report.chunks_sent,
         report.chunks

@@ -231,13 +231,30 @@ impl HubClient {
         body: Vec<u8>,
         processing: Duration,
     ) -> Result<T, NetError> {
+        self.post_bytes_encoded(path, content_type, None, body, processing)
+            .await
+    }
+
+    /// [`HubClient::post_bytes_within`] with a `Content-Encoding` (such as
+    /// `zstd`) for a body the caller compressed.
+    pub async fn post_bytes_encoded<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        content_encoding: Option<&str>,
+        body: Vec<u8>,
+        processing: Duration,
+    ) -> Result<T, NetError> {
         let url = self.url(path)?;
         let deadline = self.upload_deadline(body.len()) + processing;
-        let request = self
+        let mut request = self
             .http
             .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body);
+            .header(reqwest::header::CONTENT_TYPE, content_type);
+        if let Some(encoding) = content_encoding {
+            request = request.header(reqwest::header::CONTENT_ENCODING, encoding);
+        }
+        let request = request.body(body);
         let response = self.send(&url, request, deadline).await?;
         let bytes = self
             .read_limited(&url, response, crate::api::MAX_JSON_BODY as u64)

@@ -164,6 +164,11 @@ pub async fn serve_with_limits(
             },
             _ = &mut shutdown => break,
         };
+        // Small answers (metadata, errors) go out at once instead of waiting
+        // on Nagle's algorithm for the client's delayed ACK (40 ms each).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%addr, "cannot set TCP_NODELAY: {e}");
+        }
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%addr, "connection refused: {} connections open", limits.max_connections);
             drop(tcp);
