@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ferry_net::api::routes;
 use ferry_net::{ClientCredentials, HubClient};
 use futures_util::StreamExt;
 
@@ -27,8 +28,8 @@ pub fn run(data: &Path, object: &str, clients: usize, seconds: u64) -> anyhow::R
                 let mut meta = Vec::new();
                 let mut objects = Vec::new();
                 let mut errors = 0u64;
-                let ts = client.url("v1/tuf/timestamp.json")?;
-                let obj = client.url(&format!("v1/objects/{object}"))?;
+                let ts = client.url(&routes::tuf_metadata("timestamp.json"))?;
+                let obj = client.url(&routes::object(&object))?;
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     match client.get_bytes(&ts, 1 << 20).await {

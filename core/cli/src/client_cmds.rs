@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use ferry_content::{ChunkParams, InstallStep, PackageName, scan_directory};
-use ferry_net::api::VersionInfo;
+use ferry_net::api::{VersionInfo, routes};
 use ferry_net::{ClientCredentials, HubClient};
 use ferry_transfer::upload::{ManifestCache, UploadProgress};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -263,14 +263,13 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
 
 pub async fn packages(args: PackagesArgs) -> anyhow::Result<()> {
     let (_creds, client) = connect(&args.data)?;
-    let mut path = "v1/packages".to_owned();
-    if let Some(filter) = &args.filter {
-        let (name, req) = split_spec(filter)?;
-        path = format!(
-            "v1/packages?name={name}&req={}",
-            url_encode(&req.to_string())
-        );
-    }
+    let path = match &args.filter {
+        Some(filter) => {
+            let (name, req) = split_spec(filter)?;
+            routes::packages(Some(name.as_str()), Some(&url_encode(&req.to_string())))
+        }
+        None => routes::packages(None, None),
+    };
     let versions: Vec<VersionInfo> = client.get_json(&path).await?;
     if args.json {
         return output::json(&versions);
@@ -387,7 +386,10 @@ pub async fn unpublish(args: UnpublishArgs) -> anyhow::Result<()> {
     let version = semver::Version::parse(version)
         .with_context(|| format!("{version:?} is not a semver version"))?;
     let (_creds, client) = connect(&args.data)?;
-    let url = client.url(&format!("v1/packages/{name}/{version}"))?;
+    let url = client.url(&routes::package_version(
+        name.as_str(),
+        &version.to_string(),
+    ))?;
     client.delete(&url).await?;
     println!("withdrew {name} {version}; its content is removed at the next garbage collection");
     Ok(())

@@ -71,6 +71,31 @@ pub mod routes {
     /// Relative URL of the TUF targets directory.
     pub const TUF_TARGETS_DIR: &str = "v1/tuf/targets/";
 
+    /// Relative URL of the package listing, optionally of one package and
+    /// matching a requirement (both URL-encoded by the caller).
+    pub fn packages(name: Option<&str>, req: Option<&str>) -> String {
+        match (name, req) {
+            (Some(n), Some(r)) => format!("v1/packages?name={n}&req={r}"),
+            (Some(n), None) => format!("v1/packages?name={n}"),
+            _ => "v1/packages".to_owned(),
+        }
+    }
+    /// Relative URL of one published version (for withdrawal).
+    pub fn package_version(name: &str, version: &str) -> String {
+        format!("v1/packages/{name}/{version}")
+    }
+    /// Relative URL of a publish, optionally of a manifest delta.
+    pub fn publish(base: Option<&str>) -> String {
+        match base {
+            Some(b) => format!("v1/publish?base={b}"),
+            None => "v1/publish".to_owned(),
+        }
+    }
+    /// Relative URL of a signed metadata file.
+    pub fn tuf_metadata(file: &str) -> String {
+        format!("v1/tuf/{file}")
+    }
+
     /// Relative URL of one object.
     pub fn object(id: &impl std::fmt::Display) -> String {
         format!("v1/objects/{id}")

@@ -34,7 +34,7 @@ pub async fn enroll(
     let client = HubClient::new(server.clone(), &ca_pem, None)?;
     let answer: EnrollResponse = client
         .post_json(
-            "v1/enroll",
+            crate::api::routes::relative(crate::api::routes::ENROLL),
             &EnrollRequest {
                 token_id: token.id.clone(),
                 token_secret: URL_SAFE_NO_PAD.encode(token.secret),

@@ -171,7 +171,9 @@ pub async fn fetch_ca_pinned(server: &url::Url, pin: [u8; 32]) -> Result<String,
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(tls_err)?;
-    let url = server.join("v1/ca").map_err(tls_err)?;
+    let url = server
+        .join(crate::api::routes::relative(crate::api::routes::CA))
+        .map_err(tls_err)?;
     let result = client.get(url.clone()).send().await;
     let response = match result {
         Ok(r) => r,

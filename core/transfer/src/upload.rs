@@ -10,6 +10,7 @@ use ferry_content::{
     Digest, Manifest, PACK_RECORD_HEADER, ScannedPackage, encode_manifest_delta, pack_push,
 };
 use ferry_net::HubClient;
+use ferry_net::api::routes;
 use ferry_net::api::{
     ErrorCode, MissingChunksResponse, PACK_CONTENT_TYPE, PackResponse, PublishResponse, VersionInfo,
 };
@@ -115,7 +116,7 @@ pub async fn publish(
     // The newest published version of this package that we hold a copy of:
     // its chunks are on the hub, and its manifest is a delta base.
     let listed: Vec<VersionInfo> = client
-        .get_json(&format!("v1/packages?name={}", manifest.name))
+        .get_json(&routes::packages(Some(manifest.name.as_str()), None))
         .await?;
     report.query_bytes += serde_json::to_vec(&listed)
         .map(|v| v.len() as u64)
@@ -151,7 +152,11 @@ pub async fn publish(
         let query: Vec<u8> = batch.iter().flat_map(|d| d.0).collect();
         report.query_bytes += query.len() as u64;
         let answer: MissingChunksResponse = client
-            .post_bytes("v1/chunks/missing", "application/octet-stream", query)
+            .post_bytes(
+                routes::relative(routes::CHUNKS_MISSING),
+                "application/octet-stream",
+                query,
+            )
             .await?;
         report.query_bytes += serde_json::to_vec(&answer)
             .map(|v| v.len() as u64)
@@ -203,7 +208,7 @@ pub async fn publish(
             wire.fetch_add(body.len() as u64, Ordering::Relaxed);
             let answer: PackResponse = client
                 .post_bytes_encoded(
-                    "v1/chunks",
+                    routes::relative(routes::CHUNKS),
                     PACK_CONTENT_TYPE,
                     encoding,
                     body,
@@ -229,7 +234,7 @@ pub async fn publish(
             let target = base_manifest.target_name();
             let result: Result<PublishResponse, _> = client
                 .post_bytes_within(
-                    &format!("v1/publish?base={target}"),
+                    &routes::publish(Some(&target)),
                     "application/zstd",
                     delta.clone(),
                     PUBLISH_PROCESSING,
@@ -267,7 +272,7 @@ async fn send_whole_manifest(
     report.manifest_bytes_sent = compressed.len() as u64;
     Ok(client
         .post_bytes_within(
-            "v1/publish",
+            &routes::publish(None),
             "application/zstd",
             compressed,
             PUBLISH_PROCESSING,
