@@ -361,25 +361,43 @@ fn componentize_py(dir: &Path) -> PathBuf {
     if version(&on_path).as_deref() == Some(wanted.as_str()) {
         return on_path;
     }
-    let venv = examples_target().join("python-venv");
+    let venv = python_venv("python-venv", &dir.join("requirements.txt"), |venv| {
+        version(&venv.join("bin/componentize-py")).as_deref() == Some(wanted.as_str())
+    });
     let installed = venv.join("bin/componentize-py");
-    if version(&installed).as_deref() != Some(wanted.as_str()) {
+    assert_eq!(version(&installed).as_deref(), Some(wanted.as_str()));
+    installed
+}
+
+/// A virtual environment `name` under the target directory (kept for the
+/// next run) with `requirements` installed from PyPI, unless `ready` says
+/// it already has them. The test suite needs only Python 3 with `venv`.
+pub(crate) fn python_venv(
+    name: &str,
+    requirements: &Path,
+    ready: impl Fn(&Path) -> bool,
+) -> PathBuf {
+    let venv = examples_target().join(name);
+    if !ready(&venv) {
         let hint =
             "needs python3 with venv (Debian: apt-get install python3-venv) and access to PyPI";
         let mut create = Command::new("python3");
         create.args(["-m", "venv"]).arg(&venv);
         run(create, &format!("python3 -m venv ({hint})"));
         let mut install = Command::new(venv.join("bin/pip"));
-        install
-            .args(["install", "--quiet", "-r"])
-            .arg(dir.join("requirements.txt"));
+        install.args(["install", "--quiet", "-r"]).arg(requirements);
         run(
             install,
-            &format!("pip install componentize-py=={pinned} ({hint})"),
+            &format!("pip install -r {} ({hint})", requirements.display()),
         );
     }
-    assert_eq!(version(&installed).as_deref(), Some(wanted.as_str()));
-    installed
+    assert!(
+        ready(&venv),
+        "{} lacks what {} asks for",
+        venv.display(),
+        requirements.display()
+    );
+    venv
 }
 
 /// The componentize-py version requirements.txt pins.

@@ -9,40 +9,19 @@ use std::process::Command;
 use ferry_e2e::Hub;
 use ferry_e2e::tree::write_app;
 
-use crate::plugin_examples::{examples_target, run};
+use crate::plugin_examples::{python_venv, run};
 
 /// python-tuf at the version `tests/python/requirements.txt` pins, in a
 /// virtual environment under the target directory (kept for the next run).
 fn python_tuf() -> PathBuf {
     let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/requirements.txt");
-    let venv = examples_target().join("tuf-venv");
-    let python = venv.join("bin/python");
-    let has = |p: &Path| {
-        Command::new(p)
+    let venv = python_venv("tuf-venv", &requirements, |venv| {
+        Command::new(venv.join("bin/python"))
             .args(["-c", "import tuf; assert tuf.__version__ == '7.0.1'"])
             .status()
             .is_ok_and(|s| s.success())
-    };
-    if !has(&python) {
-        let hint = "needs python3 with venv and access to PyPI";
-        let mut create = Command::new("python3");
-        create.args(["-m", "venv"]).arg(&venv);
-        run(create, &format!("python3 -m venv ({hint})"));
-        let mut install = Command::new(venv.join("bin/pip"));
-        install
-            .args(["install", "--quiet", "-r"])
-            .arg(&requirements);
-        run(
-            install,
-            &format!("pip install -r {} ({hint})", requirements.display()),
-        );
-    }
-    assert!(
-        has(&python),
-        "python-tuf 7.0.1 is not importable in {}",
-        venv.display()
-    );
-    python
+    });
+    venv.join("bin/python")
 }
 
 fn refresh(
