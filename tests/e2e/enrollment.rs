@@ -4,7 +4,7 @@
 
 use ferry_e2e::process::{block_on, wait_until};
 use ferry_e2e::tree::write_app;
-use ferry_e2e::{Client, Hub};
+use ferry_e2e::{Client, Hub, Run};
 
 fn client(hub: &Hub, name: &str) -> Client {
     Client {
@@ -113,55 +113,38 @@ fn calls_without_a_certificate_are_refused() {
     assert!(err.to_string().contains("enroll first"), "{err}");
 }
 
+/// `ferry enroll` of a new client NAME with a fresh ROLE token and these
+/// `--server-name`s.
+fn enroll_with_names(hub: &Hub, name: &str, role: &str, names: &[&str]) -> (Client, Run) {
+    let client = Client {
+        data: hub.root.path().join(name),
+    };
+    let token = hub.token(role, Some("berlin"), None);
+    let url = hub.url();
+    let mut args = vec!["enroll", "--server", &url, "--token", &token];
+    for n in names {
+        args.extend(["--server-name", n]);
+    }
+    let run = client.run(&args);
+    (client, run)
+}
+
 #[test]
 fn only_relays_get_certificates_that_serve_tls() {
     let hub = Hub::start();
-    let relay = Client {
-        data: hub.root.path().join("relay"),
-    };
-    let token = hub.token("relay", Some("berlin"), None);
-    relay
-        .run(&[
-            "enroll",
-            "--server",
-            &hub.url(),
-            "--token",
-            &token,
-            "--server-name",
-            "relay.berlin.example",
-            "--server-name",
-            "10.1.2.3",
-        ])
-        .success();
+    let (relay, run) = enroll_with_names(
+        &hub,
+        "relay",
+        "relay",
+        &["relay.berlin.example", "10.1.2.3"],
+    );
+    run.success();
     let pem = std::fs::read_to_string(relay.data.join("client.pem")).unwrap();
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
-    let agent = Client {
-        data: hub.root.path().join("agent"),
-    };
-    let token = hub.token("agent", Some("berlin"), None);
-    agent
-        .run(&[
-            "enroll",
-            "--server",
-            &hub.url(),
-            "--token",
-            &token,
-            "--server-name",
-            "agent.example",
-        ])
+    enroll_with_names(&hub, "agent", "agent", &["agent.example"])
+        .1
         .failure("only relays serve TLS");
-    let token = hub.token("relay", Some("berlin"), None);
-    let bad = Client {
-        data: hub.root.path().join("bad"),
-    };
-    bad.run(&[
-        "enroll",
-        "--server",
-        &hub.url(),
-        "--token",
-        &token,
-        "--server-name",
-        "not a name",
-    ])
-    .failure("cannot name a server");
+    enroll_with_names(&hub, "bad", "relay", &["not a name"])
+        .1
+        .failure("cannot name a server");
 }

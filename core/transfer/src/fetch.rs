@@ -40,10 +40,26 @@ pub async fn fetch_manifest(
         TransferError::Trust(ferry_trust::TrustError::UnknownTarget(target.clone()))
     })?;
     let mut report = ManifestFetch::default();
-    let bytes = match local.manifest(&target, &info.sha256) {
+    // Local manifests are read (and the newest of the package found) off
+    // the async threads.
+    let (held, base) = {
+        let (local, target, sha, name) = (
+            local.clone(),
+            target.clone(),
+            info.sha256.clone(),
+            name.clone(),
+        );
+        tokio::task::spawn_blocking(move || match local.manifest(&target, &sha) {
+            Some(bytes) => (Some(bytes), None),
+            None => (None, local.newest_manifest_of(&name, &target)),
+        })
+        .await
+        .map_err(|e| TransferError::Refused(format!("reading local manifests failed: {e}")))?
+    };
+    let bytes = match held {
         Some(bytes) => bytes,
         None => {
-            let base = local.newest_manifest_of(name, &target).map(|(t, b)| {
+            let base = base.map(|(t, b)| {
                 let sha = Digest::of(&b).to_hex();
                 (t, sha, b)
             });
@@ -102,7 +118,10 @@ pub async fn fetch_manifest(
             ),
         )));
     }
-    local.put_manifest(&target, &bytes)?;
+    let (keep, kept) = (local.clone(), bytes.clone());
+    tokio::task::spawn_blocking(move || keep.put_manifest(&target, &kept))
+        .await
+        .map_err(|e| TransferError::Refused(format!("keeping the manifest failed: {e}")))??;
     Ok((manifest, bytes, report))
 }
 
