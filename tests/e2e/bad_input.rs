@@ -1,6 +1,6 @@
 //! Bad input gets a clear error and changes nothing on the hub.
 
-use ferry_content::{Digest, pack_push};
+use ferry_content::{Digest, Manifest, pack_push};
 use ferry_e2e::process::block_on;
 use ferry_e2e::tree::write_app;
 use ferry_e2e::{Client, Hub};
@@ -90,12 +90,12 @@ fn the_api_refuses_bad_uploads_and_manifests() {
     let publisher = hub.enroll("publisher", "publisher");
     let http = publisher.http();
 
-    // A truncated pack and a pack with a chunk that does not match its
-    // digest are refused whole: nothing is staged.
+    // A truncated pack, an empty chunk and a length written with a
+    // redundant byte are refused whole: nothing is staged.
     let good = b"some chunk bytes".to_vec();
     let mut pack = Vec::new();
-    pack_push(&mut pack, &Digest::of(&good), &good);
-    pack_push(&mut pack, &Digest::of(b"other"), b"other");
+    pack_push(&mut pack, &good);
+    pack_push(&mut pack, b"other");
     let truncated = pack[..pack.len() - 2].to_vec();
     let err = block_on(http.post_bytes::<PackResponse>(
         "v1/chunks",
@@ -105,19 +105,44 @@ fn the_api_refuses_bad_uploads_and_manifests() {
     .unwrap_err();
     assert_eq!(err.status(), Some(400), "{err}");
     assert!(err.to_string().contains("truncated"), "{err}");
-
-    let mut lying = Vec::new();
-    pack_push(&mut lying, &Digest::of(&good), &good);
-    pack_push(&mut lying, &Digest::of(b"claimed"), b"actual");
-    let err =
-        block_on(http.post_bytes::<PackResponse>("v1/chunks", "application/x-ferry-pack", lying))
-            .unwrap_err();
-    assert_eq!(err.status(), Some(400), "{err}");
-    assert!(
-        err.to_string().contains("does not match its digest"),
-        "{err}"
-    );
+    for (bad, why) in [
+        ([&pack[..], &[0]].concat(), "outside 1..="),
+        (
+            [&pack[..], &[0x85, 0x00], b"abcde"].concat(),
+            "redundant byte",
+        ),
+    ] {
+        let err =
+            block_on(http.post_bytes::<PackResponse>("v1/chunks", "application/x-ferry-pack", bad))
+                .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{err}");
+        assert!(err.to_string().contains(why), "{err}");
+    }
     assert_eq!(staged_files(&hub), 0, "a refused upload left files");
+
+    // Missing-chunks queries that are not whole prefixes, or name a prefix
+    // length outside 1-32, are refused.
+    let query = |prefix: usize, body: Vec<u8>| {
+        let url = http
+            .url(&format!("v1/chunks/missing?prefix={prefix}"))
+            .unwrap();
+        block_on(async {
+            let response = http
+                .post_streaming(&url, "application/octet-stream", body, false)
+                .await?;
+            http.read_limited(&url, response, 1 << 20).await
+        })
+    };
+    for (prefix, len) in [(8, 12), (0, 0), (33, 33)] {
+        let err = query(prefix, vec![7; len]).unwrap_err();
+        assert_eq!(
+            err.status(),
+            Some(400),
+            "prefix {prefix}, {len} bytes: {err}"
+        );
+    }
+    // Control: a well-formed query is answered, one bit per prefix.
+    assert_eq!(query(8, vec![7; 24]).unwrap().to_vec(), vec![0b111]);
 
     // Compressed packs: one that would decode past the pack limit, one
     // that is not zstd at all, and an unknown encoding are refused.
@@ -144,7 +169,7 @@ fn the_api_refuses_bad_uploads_and_manifests() {
     // Control: a good pack, compressed, is staged.
     let control = b"a chunk sent compressed".repeat(20);
     let mut fine = Vec::new();
-    pack_push(&mut fine, &Digest::of(&control), &control);
+    pack_push(&mut fine, &control);
     let staged = post("zstd", zstd::bulk::compress(&fine, 3).unwrap()).unwrap();
     assert_eq!(staged.chunks, 1);
     assert_eq!(staged_files(&hub), 1);
@@ -177,6 +202,59 @@ fn the_api_refuses_bad_uploads_and_manifests() {
         assert!(err.to_string().contains("invalid path"), "{path}: {err}");
     }
     assert_eq!(listed(&publisher), 0);
+
+    // Abbreviated manifests: the hub rebuilds the manifest from chunks it
+    // holds and publishes it only if it is the one the publisher meant.
+    let of = |bytes: &[u8]| {
+        let json = format!(
+            r#"{{"format":1,"name":"short","version":"1.0.0","chunking":{{"min":256,"avg":1024,"max":8192,"normalization":1}},"files":[{{"path":"f","mode":420,"size":{},"chunks":"{}"}}]}}"#,
+            bytes.len(),
+            chunk_list(bytes)
+        );
+        Manifest::from_slice(json.as_bytes(), Default::default()).unwrap()
+    };
+    let publish = |manifest: &Manifest, expected: Digest, body: Vec<u8>| {
+        block_on(http.post_bytes::<serde_json::Value>(
+            &format!("v1/publish?abbreviated={expected}&prefix=8"),
+            "application/zstd",
+            zstd::bulk::compress(&body, 3).unwrap(),
+        ))
+        .map(|_| manifest.target_name())
+    };
+    let staged_one = of(&control);
+    let never_uploaded = of(&good);
+    let err = publish(
+        &never_uploaded,
+        Digest::of(&never_uploaded.to_vec()),
+        never_uploaded.abbreviate(8),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), Some("chunks-missing"), "{err}");
+    let err = publish(
+        &staged_one,
+        Digest::of(b"another manifest"),
+        staged_one.abbreviate(8),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), Some("manifest-mismatch"), "{err}");
+    let mut garbled = staged_one.abbreviate(8);
+    garbled.push(0);
+    let err = publish(&staged_one, Digest::of(&staged_one.to_vec()), garbled).unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("abbreviated manifest"), "{err}");
+    assert_eq!(
+        listed(&publisher),
+        0,
+        "a refused abbreviated manifest was published"
+    );
+    // Control: the right digest publishes it.
+    publish(
+        &staged_one,
+        Digest::of(&staged_one.to_vec()),
+        staged_one.abbreviate(8),
+    )
+    .unwrap();
+    assert_eq!(listed(&publisher), 1);
 }
 
 /// The manifest encoding of a one-chunk file.

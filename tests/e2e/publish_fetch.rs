@@ -20,6 +20,14 @@ fn publish_list_fetch_and_republish_a_change() {
         total,
         "{first}"
     );
+    // All-new random data: queries, pack framing and the manifest together
+    // stay within 2% of the data (request and response bodies counted).
+    let moved = first["bytes_moved"].as_u64().unwrap();
+    assert!(
+        moved <= total + total / 50,
+        "publishing {total} new bytes moved {moved}: {first}"
+    );
+    assert_eq!(first["full_digest_retry"], false, "{first}");
 
     // 1 MiB of the 3.7 MiB package is untouched except for 64 KiB.
     overwrite(&app.join("bin/app"), 1 << 20, 64 << 10, 99);
@@ -106,4 +114,65 @@ fn an_interrupted_fetch_resumes_where_it_stopped() {
     );
     assert_eq!(resumed + downloaded, total_bytes(&app));
     assert_eq!(snapshot(&out), snapshot(&app));
+}
+
+/// A digest prefix that matches another chunk on the hub does not publish
+/// the wrong content: with 1-byte prefixes every query "finds" the chunk and
+/// every abbreviated manifest is ambiguous, so the publish must retry with
+/// full digests and still deliver exactly its own bytes.
+#[test]
+fn a_prefix_collision_falls_back_to_full_digests() {
+    use ferry_content::{ChunkParams, scan_directory};
+    use ferry_transfer::upload::{ManifestCache, PublishOptions, UploadProgress, publish_with};
+
+    struct Quiet;
+    impl UploadProgress for Quiet {
+        fn start(&self, _: u64, _: u64) {}
+        fn advance(&self, _: u64) {}
+    }
+
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    // Seeds far apart: write_app(n) and write_app(n + 1) share bytes.
+    let first = hub.root.path().join("first");
+    write_app(&first, 10);
+    publisher.publish(&first, "first", "1.0.0").success();
+
+    let publish = |seed: u64, name: &str, prefix_len: usize| {
+        let dir = hub.root.path().join(name);
+        write_app(&dir, seed);
+        let scanned = scan_directory(
+            &dir,
+            ferry_content::PackageName::new(name).unwrap(),
+            "1.0.0".parse().unwrap(),
+            None,
+            ChunkParams::default(),
+        )
+        .unwrap();
+        let cache = ManifestCache::new(hub.root.path().join(format!("{name}-cache")));
+        let report = ferry_e2e::process::block_on(publish_with(
+            &publisher.http(),
+            &cache,
+            &scanned,
+            &Quiet,
+            PublishOptions { prefix_len },
+        ))
+        .unwrap();
+        (dir, report)
+    };
+    let (dir, report) = publish(20, "second", 1);
+    assert!(report.full_digest_retry, "{report:?}");
+    // Only the two small text files are shared with the first package.
+    assert!(
+        report.chunk_bytes_sent + 100 >= total_bytes(&dir),
+        "{report:?}"
+    );
+    let agent = hub.enroll("agent", "agent");
+    let out = hub.root.path().join("out");
+    agent.fetch("second", &out, None).success();
+    assert_eq!(snapshot(&out), snapshot(&dir));
+
+    // Control: the usual 8-byte prefixes need no retry.
+    let (_, report) = publish(30, "third", 8);
+    assert!(!report.full_digest_retry, "{report:?}");
 }

@@ -49,6 +49,9 @@ pub enum CatalogError {
     /// Applying the schema failed.
     #[error("catalog schema migration failed: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// A query the catalog cannot answer as asked (a caller's bug).
+    #[error("invalid catalog query: {0}")]
+    Invalid(String),
     /// Stored data that cannot be read back.
     #[error("catalog holds corrupt data: {0}")]
     Corrupt(String),
@@ -69,9 +72,19 @@ impl<T: ChunkIndex + VersionCatalog + Enrollment> HubCatalog for T {}
 /// Where chunks live: published chunks inside stored objects, and uploaded
 /// chunks waiting in staged packs for a publish.
 pub trait ChunkIndex: Send + Sync {
-    /// Of `digests`, the indices of those the hub has neither published nor
-    /// staged.
-    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<usize>, CatalogError>;
+    /// For each digest prefix in `prefixes` (concatenated, `prefix_len`
+    /// bytes each, 1-32): true when no chunk the hub has published or staged
+    /// starts with it. With 32-byte prefixes this is an exact lookup.
+    fn missing_chunks(&self, prefixes: &[u8], prefix_len: usize)
+    -> Result<Vec<bool>, CatalogError>;
+    /// Distinct chunks, published or staged, of length `len` whose digest
+    /// starts with `prefix`: at most `limit` of them.
+    fn chunks_with_prefix(
+        &self,
+        prefix: &[u8],
+        len: u32,
+        limit: usize,
+    ) -> Result<Vec<Digest>, CatalogError>;
     /// Where a published chunk can be read: object, offset, length.
     fn chunk_location(&self, digest: &Digest) -> Result<Option<ChunkLocation>, CatalogError>;
     /// [`ChunkIndex::chunk_location`] for many chunks in one call.

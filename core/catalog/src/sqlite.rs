@@ -111,17 +111,66 @@ impl ChunkIndex for SqliteCatalog {
             .collect()
     }
 
-    fn missing_chunks(&self, digests: &[Digest]) -> Result<Vec<usize>, CatalogError> {
+    fn missing_chunks(
+        &self,
+        prefixes: &[u8],
+        prefix_len: usize,
+    ) -> Result<Vec<bool>, CatalogError> {
+        if !(1..=32).contains(&prefix_len) || !prefixes.len().is_multiple_of(prefix_len) {
+            return Err(CatalogError::Invalid(format!(
+                "{} bytes are not whole digest prefixes of {prefix_len} bytes (1-32)",
+                prefixes.len()
+            )));
+        }
         let conn = self.read();
-        let mut stored = conn.prepare_cached("SELECT 1 FROM chunks WHERE digest = ?1")?;
-        let mut staged = conn.prepare_cached("SELECT 1 FROM staged_chunks WHERE digest = ?1")?;
-        let mut missing = Vec::new();
-        for (i, d) in digests.iter().enumerate() {
-            if !stored.exists(params![&d.0[..]])? && !staged.exists(params![&d.0[..]])? {
-                missing.push(i);
-            }
+        let mut stored =
+            conn.prepare_cached("SELECT 1 FROM chunks WHERE digest BETWEEN ?1 AND ?2 LIMIT 1")?;
+        let mut staged = conn
+            .prepare_cached("SELECT 1 FROM staged_chunks WHERE digest BETWEEN ?1 AND ?2 LIMIT 1")?;
+        let mut missing = Vec::with_capacity(prefixes.len() / prefix_len);
+        for prefix in prefixes.chunks_exact(prefix_len) {
+            let (low, high) = prefix_range(prefix);
+            missing.push(
+                !stored.exists(params![&low[..], &high[..]])?
+                    && !staged.exists(params![&low[..], &high[..]])?,
+            );
         }
         Ok(missing)
+    }
+
+    fn chunks_with_prefix(
+        &self,
+        prefix: &[u8],
+        len: u32,
+        limit: usize,
+    ) -> Result<Vec<Digest>, CatalogError> {
+        if !(1..=32).contains(&prefix.len()) {
+            return Err(CatalogError::Invalid(format!(
+                "a digest prefix of {} bytes (1-32)",
+                prefix.len()
+            )));
+        }
+        let (low, high) = prefix_range(prefix);
+        let conn = self.read();
+        let mut found = Vec::new();
+        for sql in [
+            "SELECT digest FROM chunks WHERE digest BETWEEN ?1 AND ?2 AND len = ?3 LIMIT ?4",
+            "SELECT digest FROM staged_chunks WHERE digest BETWEEN ?1 AND ?2 AND len = ?3 LIMIT ?4",
+        ] {
+            let mut query = conn.prepare_cached(sql)?;
+            let rows = query.query_map(
+                params![&low[..], &high[..], len as i64, limit as i64],
+                |r| r.get::<_, Vec<u8>>(0),
+            )?;
+            for row in rows {
+                let d = digest(row?)?;
+                if !found.contains(&d) {
+                    found.push(d);
+                }
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     fn chunk_location(&self, d: &Digest) -> Result<Option<ChunkLocation>, CatalogError> {
@@ -537,6 +586,15 @@ fn locate(
         .transpose()
 }
 
+/// The lowest and highest 32-byte digests that start with `prefix`.
+fn prefix_range(prefix: &[u8]) -> ([u8; 32], [u8; 32]) {
+    let mut low = [0u8; 32];
+    let mut high = [0xffu8; 32];
+    low[..prefix.len()].copy_from_slice(prefix);
+    high[..prefix.len()].copy_from_slice(prefix);
+    (low, high)
+}
+
 /// Looks a token up and checks secret, use and expiry.
 fn check_token(
     conn: &Connection,
@@ -628,17 +686,38 @@ mod tests {
             c.commit_version(&version("1.0.0", obj)),
             Err(CatalogError::DuplicateVersion { .. })
         ));
-        assert_eq!(
-            c.missing_chunks(&[Digest::of(b"abc"), Digest::of(b"x")])
-                .unwrap(),
-            vec![1]
+        let query = |digests: &[Digest], len: usize| {
+            let prefixes: Vec<u8> = digests.iter().flat_map(|d| d.0[..len].to_vec()).collect();
+            c.missing_chunks(&prefixes, len).unwrap()
+        };
+        let abc = Digest::of(b"abc");
+        assert_eq!(query(&[abc, Digest::of(b"x")], 32), vec![false, true]);
+        assert_eq!(query(&[abc, Digest::of(b"x")], 8), vec![false, true]);
+        let mut near = abc;
+        near.0[31] ^= 1;
+        assert_eq!(query(&[near], 32), vec![true], "exact at 32 bytes");
+        assert_eq!(query(&[near], 31), vec![false], "a prefix match below 32");
+        assert_eq!(c.chunks_with_prefix(&abc.0[..4], 3, 2).unwrap(), vec![abc]);
+        assert!(
+            c.chunks_with_prefix(&abc.0[..4], 4, 2).unwrap().is_empty(),
+            "length differs"
+        );
+        assert!(
+            c.missing_chunks(&[1, 2, 3], 2).is_err(),
+            "ragged query accepted"
         );
         let pack = Digest::of(b"pack");
         c.stage_chunks(&pack, &[(Digest::of(b"x"), 36, 1)], 10)
             .unwrap();
-        assert!(
-            c.missing_chunks(&[Digest::of(b"x")]).unwrap().is_empty(),
+        assert_eq!(
+            query(&[Digest::of(b"x")], 32),
+            vec![false],
             "staged counts as present"
+        );
+        assert_eq!(
+            c.chunks_with_prefix(&Digest::of(b"x").0[..8], 1, 2)
+                .unwrap(),
+            vec![Digest::of(b"x")]
         );
         assert!(matches!(
             c.chunk_source(&Digest::of(b"x")).unwrap(),
@@ -678,7 +757,7 @@ mod tests {
         assert!(c.delete_version(&name, &"1.1.0".parse().unwrap()).unwrap());
         assert_eq!(c.unreferenced_objects().unwrap(), vec![obj]);
         c.delete_object(&obj).unwrap();
-        assert_eq!(c.missing_chunks(&[Digest::of(b"abc")]).unwrap(), vec![0]);
+        assert_eq!(query(&[Digest::of(b"abc")], 32), vec![true]);
         drop(dir);
     }
 

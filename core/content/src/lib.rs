@@ -4,6 +4,7 @@
 //! Everything here is pure computation over bytes and paths, so every role
 //! (hub, relay, agent) and the publishing CLI agree on it exactly.
 
+mod abbreviated;
 mod chunking;
 mod digest;
 mod error;
@@ -14,6 +15,7 @@ mod pack;
 mod path;
 mod scan;
 
+pub use abbreviated::{ABBREVIATED_PREFIX, ExpandError};
 pub use chunking::{ChunkParams, ChunkRef, chunk_bytes, chunk_file};
 pub use digest::{Digest, DigestParseError};
 pub use error::ContentError;
@@ -22,6 +24,6 @@ pub use manifest::{
 };
 pub use manifest_delta::{decode_manifest_delta, encode_manifest_delta};
 pub use name::PackageName;
-pub use pack::{PACK_RECORD_HEADER, PackRecord, pack_push, pack_records};
+pub use pack::{PackRecord, pack_push, pack_record_header, pack_records};
 pub use path::RelPath;
 pub use scan::{ChunkSource, ScannedPackage, scan_directory};

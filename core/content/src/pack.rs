@@ -1,36 +1,46 @@
-//! Chunk packs: many chunks in one body, so an upload or a batch download
-//! costs one request and one fsync instead of one per chunk.
+//! Chunk packs: many chunks in one body, so an upload costs one request and
+//! one fsync instead of one per chunk.
 //!
-//! A pack is a sequence of records, each a 32-byte SHA-256 digest, the chunk
-//! length as a little-endian `u32`, then the chunk's bytes. Nothing else: the
-//! digest of every record is checked by whoever keeps the bytes.
+//! A pack is a sequence of records, each the chunk's length as an unsigned
+//! LEB128 varint (2 bytes for chunks of up to 16 KiB) followed by the chunk's
+//! bytes. Nothing else: whoever keeps the bytes hashes them itself, so a
+//! pack carries no digest that could lie and costs no 32 bytes per chunk.
 
-use crate::{ContentError, Digest};
+use crate::ContentError;
 
-/// Bytes of a record's header (digest and length).
-pub const PACK_RECORD_HEADER: usize = 36;
+/// Bytes of the header of a record of `len` bytes.
+pub fn pack_record_header(len: u32) -> usize {
+    let bits = (u32::BITS - len.leading_zeros()).max(1) as usize;
+    bits.div_ceil(7)
+}
 
 /// Appends one record to `pack`.
-pub fn pack_push(pack: &mut Vec<u8>, digest: &Digest, bytes: &[u8]) {
-    let len = u32::try_from(bytes.len()).expect("a chunk is shorter than 4 GiB");
-    pack.extend_from_slice(&digest.0);
-    pack.extend_from_slice(&len.to_le_bytes());
+pub fn pack_push(pack: &mut Vec<u8>, bytes: &[u8]) {
+    let mut len = u32::try_from(bytes.len()).expect("a chunk is shorter than 4 GiB");
+    loop {
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            pack.push(low);
+            break;
+        }
+        pack.push(low | 0x80);
+    }
     pack.extend_from_slice(bytes);
 }
 
 /// One record of a pack, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackRecord<'a> {
-    /// The digest the record claims for its bytes (not yet checked).
-    pub digest: Digest,
     /// Offset of the chunk's bytes inside the pack.
     pub offset: usize,
     /// The chunk's bytes.
     pub bytes: &'a [u8],
 }
 
-/// Splits a pack into records, refusing a truncated pack, an empty chunk or
-/// a chunk longer than `max_chunk`. Digests are not checked here.
+/// Splits a pack into records, refusing a truncated pack, an empty chunk, a
+/// length written in more bytes than it needs, or a chunk longer than
+/// `max_chunk`.
 pub fn pack_records(pack: &[u8], max_chunk: u32) -> Result<Vec<PackRecord<'_>>, ContentError> {
     let bad =
         |index: usize, why: String| ContentError::InvalidPack(format!("record {index}: {why}"));
@@ -38,39 +48,42 @@ pub fn pack_records(pack: &[u8], max_chunk: u32) -> Result<Vec<PackRecord<'_>>, 
     let mut at = 0usize;
     while at < pack.len() {
         let index = out.len();
-        let header = pack.get(at..at + PACK_RECORD_HEADER).ok_or_else(|| {
-            bad(
-                index,
-                format!(
-                    "truncated: {} byte(s) left where a {PACK_RECORD_HEADER}-byte header belongs",
-                    pack.len() - at
-                ),
-            )
-        })?;
-        let digest = Digest(header[..32].try_into().expect("32 bytes"));
-        let len = u32::from_le_bytes(header[32..].try_into().expect("4 bytes"));
-        if len == 0 || len > max_chunk {
+        let mut len: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let byte = *pack
+                .get(at)
+                .ok_or_else(|| bad(index, "truncated inside its length".into()))?;
+            at += 1;
+            len |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                if byte == 0 && shift > 7 {
+                    return Err(bad(index, "its length has a redundant byte".into()));
+                }
+                break;
+            }
+            if shift >= 35 {
+                return Err(bad(index, "its length runs past 5 bytes".into()));
+            }
+        }
+        if len == 0 || len > u64::from(max_chunk) {
             return Err(bad(
                 index,
                 format!("declares {len} bytes, outside 1..={max_chunk}"),
             ));
         }
-        let start = at + PACK_RECORD_HEADER;
-        let bytes = pack.get(start..start + len as usize).ok_or_else(|| {
+        let bytes = pack.get(at..at + len as usize).ok_or_else(|| {
             bad(
                 index,
                 format!(
                     "truncated: declares {len} bytes but only {} remain",
-                    pack.len() - start
+                    pack.len() - at
                 ),
             )
         })?;
-        out.push(PackRecord {
-            digest,
-            offset: start,
-            bytes,
-        });
-        at = start + len as usize;
+        out.push(PackRecord { offset: at, bytes });
+        at += len as usize;
     }
     Ok(out)
 }
@@ -81,23 +94,46 @@ mod tests {
 
     #[test]
     fn roundtrip_and_truncation() {
+        let big = vec![9u8; 300];
         let mut pack = Vec::new();
-        pack_push(&mut pack, &Digest::of(b"one"), b"one");
-        pack_push(&mut pack, &Digest::of(b"three"), b"three");
-        let records = pack_records(&pack, 100).unwrap();
-        assert_eq!(records.len(), 2);
-        assert_eq!(records[1].bytes, b"three");
-        assert_eq!(&pack[records[1].offset..records[1].offset + 5], b"three");
+        pack_push(&mut pack, b"one");
+        pack_push(&mut pack, &big);
+        pack_push(&mut pack, b"three");
+        assert_eq!(pack.len(), 1 + 3 + 2 + 300 + 1 + 5);
+        let records = pack_records(&pack, 1000).unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[1].bytes, &big[..]);
+        assert_eq!(records[2].bytes, b"three");
+        assert_eq!(&pack[records[2].offset..records[2].offset + 5], b"three");
+        let whole_records = [1 + 3, 1 + 3 + 2 + 300];
         for cut in 1..pack.len() {
-            if cut == PACK_RECORD_HEADER + 3 {
-                continue; // a whole first record is a valid pack
+            if whole_records.contains(&cut) {
+                continue; // whole leading records are a valid pack
             }
             assert!(
-                pack_records(&pack[..cut], 100).is_err(),
+                pack_records(&pack[..cut], 1000).is_err(),
                 "cut at {cut} accepted"
             );
         }
         assert!(pack_records(&pack, 4).is_err(), "over-long chunk accepted");
         assert!(pack_records(&[], 100).unwrap().is_empty());
+        assert!(pack_records(&[0], 100).is_err(), "empty chunk accepted");
+        assert!(
+            pack_records(&[0x83, 0x00, 1, 2, 3], 100).is_err(),
+            "padded length accepted"
+        );
+        assert!(
+            pack_records(&[0xff; 9], u32::MAX).is_err(),
+            "endless length accepted"
+        );
+    }
+
+    #[test]
+    fn header_sizes() {
+        for len in [1u32, 127, 128, 16_383, 16_384, 1 << 24] {
+            let mut pack = Vec::new();
+            pack_push(&mut pack, &vec![0; len as usize]);
+            assert_eq!(pack.len() - len as usize, pack_record_header(len), "{len}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use ferry_store::StoreError;
 
 use crate::HubState;
 use crate::api::ApiError;
-use ferry_serve::blocking;
+use ferry_serve::{background, blocking};
 
 /// Publishes `manifest` for `publisher`. The caller has checked the role.
 pub(crate) async fn publish(
@@ -19,7 +19,7 @@ pub(crate) async fn publish(
     manifest_bytes: Vec<u8>,
     publisher: &str,
 ) -> Result<PublishResponse, ApiError> {
-    let (manifest, manifest_bytes) = blocking(move || {
+    let (manifest, manifest_bytes) = background(move || {
         let manifest = Manifest::from_slice(&manifest_bytes, ManifestLimits::default())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok((manifest, manifest_bytes))
@@ -32,7 +32,7 @@ pub(crate) async fn publish(
     let catalog = state.catalog.clone();
     let files = manifest.files.clone();
     let (name, version) = (manifest.name.clone(), manifest.version.clone());
-    blocking(move || {
+    background(move || {
         if catalog.version_exists(&name, &version)? {
             return Err(ApiError::conflict(
                 ErrorCode::AlreadyPublished,
@@ -69,7 +69,7 @@ pub(crate) async fn publish(
     let store = state.store.clone();
     let catalog = state.catalog.clone();
     let files = manifest.files.clone();
-    let objects = blocking(move || -> Result<Vec<NewObject>, ApiError> {
+    let objects = background(move || -> Result<Vec<NewObject>, ApiError> {
         let mut objects = Vec::new();
         let mut done = HashSet::new();
         for file in files.iter().filter(|f| f.symlink.is_none()) {
@@ -130,7 +130,7 @@ pub(crate) async fn publish(
         .into_iter()
         .collect();
     let catalog = state.catalog.clone();
-    let record = blocking(move || {
+    let record = background(move || {
         catalog.commit_version(&record)?;
         catalog.unstage(&used)?;
         Ok(record)

@@ -4,12 +4,15 @@
 //! client certificate):
 //! - `GET  ca` - the hub CA certificate (PEM), for pinned first contact
 //! - `POST enroll` - [`EnrollRequest`] → [`EnrollResponse`]
-//! - `POST chunks/missing` - concatenated 32-byte SHA-256 digests
-//!   (`application/octet-stream`, at most [`MAX_MISSING_QUERY`]) →
-//!   [`MissingChunksResponse`] (publisher)
+//! - `POST chunks/missing?prefix=N` - concatenated N-byte prefixes of
+//!   SHA-256 digests (N is 1-32, 32 when absent; `application/octet-stream`,
+//!   at most [`MAX_MISSING_QUERY`] prefixes) → one bit per prefix, set when
+//!   no chunk the hub holds starts with it (see [`decode_missing_bitmap`])
+//!   (publisher)
 //! - `POST chunks` - a chunk pack ([`PACK_CONTENT_TYPE`], see
 //!   [`ferry_content::pack_records`], at most [`MAX_PACK_BODY`] bytes) →
-//!   [`PackResponse`]; the pack is kept whole or refused whole (publisher)
+//!   [`PackResponse`]; the hub hashes every chunk itself; the pack is kept
+//!   whole or refused whole (publisher)
 //! - `GET  chunks/{digest}` - raw chunk bytes
 //! - `POST chunks/batch` - concatenated 32-byte digests (at most
 //!   [`MAX_BATCH_DIGESTS`]) → one streamed answer of records, each the
@@ -21,7 +24,12 @@
 //!   manifest as a zstd frame, or as a zstd delta of the base manifest
 //!   (`unknown-base` if the server lacks it)
 //! - `POST publish` - a manifest (JSON), or with `?base=TARGET` a zstd delta
-//!   against that published manifest → [`PublishResponse`] (publisher)
+//!   against that published manifest → [`PublishResponse`] (publisher). With
+//!   `?abbreviated=SHA256&prefix=N` the body is a zstd frame (or with `base`,
+//!   delta) of the abbreviated manifest (see
+//!   [`ferry_content::Manifest::abbreviate`]); the hub rebuilds the manifest
+//!   from the chunks it holds and refuses it with `manifest-mismatch` unless
+//!   it hashes to SHA256
 //! - `GET  packages[?name=N&req=R]` - [`VersionInfo`] list
 //! - `GET  objects/{content id}` - a whole file, with HTTP `Range` support
 //! - `GET  tuf/{file}` - signed TUF metadata
@@ -91,6 +99,22 @@ pub mod routes {
             None => "v1/publish".to_owned(),
         }
     }
+    /// Relative URL publishing an abbreviated manifest whose full form
+    /// hashes to `sha256` (hex), with digest prefixes of `prefix_len` bytes,
+    /// optionally as a delta of the published `base`.
+    pub fn publish_abbreviated(base: Option<&str>, sha256: &str, prefix_len: usize) -> String {
+        let mut url = format!("v1/publish?abbreviated={sha256}&prefix={prefix_len}");
+        if let Some(b) = base {
+            url.push_str("&base=");
+            url.push_str(b);
+        }
+        url
+    }
+    /// Relative URL of a missing-chunks query with `prefix_len`-byte
+    /// prefixes.
+    pub fn missing_chunks(prefix_len: usize) -> String {
+        format!("v1/chunks/missing?prefix={prefix_len}")
+    }
     /// Relative URL of a signed metadata file.
     pub fn tuf_metadata(file: &str) -> String {
         format!("v1/tuf/{file}")
@@ -145,6 +169,9 @@ pub enum ErrorCode {
     ChunksMissing,
     /// A delta names a base the server does not hold.
     UnknownBase,
+    /// An abbreviated manifest resolves to another manifest than the one
+    /// the publisher meant (a digest prefix matched more than one chunk).
+    ManifestMismatch,
     /// The enrollment token is unknown, used or expired.
     TokenRefused,
     /// The request body or a requested range is too large.
@@ -174,6 +201,7 @@ impl ErrorCode {
             ErrorCode::AlreadyPublished => "already-published",
             ErrorCode::ChunksMissing => "chunks-missing",
             ErrorCode::UnknownBase => "unknown-base",
+            ErrorCode::ManifestMismatch => "manifest-mismatch",
             ErrorCode::TokenRefused => "token-refused",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::RangeNotSatisfiable => "range-not-satisfiable",
@@ -284,7 +312,7 @@ pub const BATCH_NOT_HELD: u32 = u32::MAX;
 /// and its length (u32, little-endian).
 pub const BATCH_RECORD_HEADER: usize = 36;
 
-/// Most digests one `chunks/missing` query may carry.
+/// Most digest prefixes one `chunks/missing` query may carry.
 pub const MAX_MISSING_QUERY: usize = 1 << 20;
 
 /// Largest chunk pack one upload may carry.
@@ -293,11 +321,24 @@ pub const MAX_PACK_BODY: usize = 64 << 20;
 /// Content type of a chunk pack.
 pub const PACK_CONTENT_TYPE: &str = "application/x-ferry-pack";
 
-/// The chunks the hub lacks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MissingChunksResponse {
-    /// Positions, in the query, of the digests to upload.
-    pub missing: Vec<usize>,
+/// Encodes the answer to a `chunks/missing` query: one bit per queried
+/// prefix, least significant bit first, set when the chunk must be uploaded.
+pub fn encode_missing_bitmap(missing: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; missing.len().div_ceil(8)];
+    for (i, _) in missing.iter().enumerate().filter(|(_, m)| **m) {
+        out[i / 8] |= 1 << (i % 8);
+    }
+    out
+}
+
+/// Decodes a `chunks/missing` answer for a query of `count` prefixes, or
+/// `None` when its length does not match the query.
+pub fn decode_missing_bitmap(bitmap: &[u8], count: usize) -> Option<Vec<bool>> {
+    (bitmap.len() == count.div_ceil(8)).then(|| {
+        (0..count)
+            .map(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
+            .collect()
+    })
 }
 
 /// What the hub kept of an uploaded pack.

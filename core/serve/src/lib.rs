@@ -10,6 +10,7 @@
 //! `spawn_blocking`; the async worker threads only move bytes.
 
 mod auth;
+mod background;
 mod batch;
 mod error;
 mod handlers;
@@ -24,6 +25,7 @@ use ferry_content::Digest;
 use ferry_net::api::routes;
 
 pub use auth::{Authentication, Authorizer, Caller, ClientIdentity, Lookup};
+pub use background::background;
 pub use error::ApiError;
 pub use source::{ChunkPlace, ContentSource};
 

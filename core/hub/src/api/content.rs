@@ -2,10 +2,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
-use ferry_net::api::{MAX_MISSING_QUERY, MAX_PACK_BODY, MissingChunksResponse, PackResponse, Role};
-use ferry_serve::blocking;
+use ferry_net::api::{MAX_MISSING_QUERY, MAX_PACK_BODY, PackResponse, Role, encode_missing_bitmap};
+use ferry_serve::background;
 
 /// Largest zstd window a compressed pack may ask for (8 MiB); packs are
 /// compressed whole at level 3, which needs far less.
@@ -37,21 +37,47 @@ fn decompress_pack(body: &[u8]) -> Result<Vec<u8>, ApiError> {
 use super::{ApiError, Caller};
 use crate::HubState;
 
-/// `POST /v1/chunks/missing`: which of the queried chunks the hub has
-/// neither published nor staged.
+/// Query of `POST /v1/chunks/missing`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct MissingQuery {
+    /// Bytes per digest prefix in the body, 1-32 (32 when absent).
+    prefix: Option<usize>,
+}
+
+/// `POST /v1/chunks/missing`: for each digest prefix in the body, whether
+/// the hub has neither published nor staged a chunk starting with it.
 pub(super) async fn missing_chunks(
     State(state): State<Arc<HubState>>,
     caller: Caller,
+    Query(query): Query<MissingQuery>,
     body: Bytes,
-) -> Result<Json<MissingChunksResponse>, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     caller.require(&[Role::Publisher], "uploading content")?;
-    let digests = ferry_serve::digests_from_body(&body, MAX_MISSING_QUERY, "missing-chunks query")?;
+    let prefix_len = query.prefix.unwrap_or(32);
+    if !(1..=32).contains(&prefix_len) {
+        return Err(ApiError::bad_request(format!(
+            "prefix={prefix_len}: digest prefixes are 1-32 bytes"
+        )));
+    }
+    if !body.len().is_multiple_of(prefix_len) {
+        return Err(ApiError::bad_request(format!(
+            "the missing-chunks query is {} bytes, not a whole number of {prefix_len}-byte digest prefixes",
+            body.len()
+        )));
+    }
+    if body.len() / prefix_len > MAX_MISSING_QUERY {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            ferry_net::api::ErrorCode::TooLarge,
+            format!("a missing-chunks query may name at most {MAX_MISSING_QUERY} chunks; split it"),
+        ));
+    }
     let catalog = state.catalog.clone();
-    let missing = blocking(move || Ok(catalog.missing_chunks(&digests)?)).await?;
-    Ok(Json(MissingChunksResponse { missing }))
+    let missing = background(move || Ok(catalog.missing_chunks(&body, prefix_len)?)).await?;
+    Ok(encode_missing_bitmap(&missing))
 }
 
-/// `POST /v1/chunks`: verifies every chunk of a pack and stages it for a
+/// `POST /v1/chunks`: hashes every chunk of a pack and stages it for a
 /// later publish. A pack with one bad record is refused whole.
 pub(super) async fn upload_pack(
     State(state): State<Arc<HubState>>,
@@ -76,7 +102,7 @@ pub(super) async fn upload_pack(
     let _staging = state.staging_lock.read().await;
     let store = state.store.clone();
     let catalog = state.catalog.clone();
-    let staged = blocking(move || {
+    let staged = background(move || {
         let body = if zstd {
             decompress_pack(&body)?
         } else {

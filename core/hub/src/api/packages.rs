@@ -5,9 +5,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferry_content::{PackageName, decode_manifest_delta};
+use std::collections::HashMap;
+
+use ferry_catalog::HubCatalog;
+use ferry_content::{
+    ABBREVIATED_PREFIX, Digest, ExpandError, Manifest, ManifestLimits, PackageName,
+    decode_manifest_delta,
+};
 use ferry_net::api::{ErrorCode, PublishResponse, Role};
-use ferry_serve::blocking;
+use ferry_serve::{background, blocking};
 use serde::Deserialize;
 
 use super::{ApiError, Caller};
@@ -18,6 +24,11 @@ use crate::HubState;
 pub(super) struct PublishQuery {
     /// With a zstd body: the published target it was compressed against.
     base: Option<String>,
+    /// The body is an abbreviated manifest whose full form has this
+    /// SHA-256 (hex).
+    abbreviated: Option<String>,
+    /// Digest prefix length of the abbreviated manifest.
+    prefix: Option<usize>,
 }
 
 /// `POST /v1/publish`: makes a version visible once all its chunks are on the
@@ -50,12 +61,31 @@ pub(super) async fn publish(
             }
             None => Vec::new(),
         };
-        // Decoding a large manifest is CPU work: off the async threads.
-        blocking(move || {
-            decode_manifest_delta(&base, &body, ferry_content::MAX_MANIFEST_BYTES)
-                .map_err(|e| ApiError::bad_request(e.to_string()))
-        })
-        .await?
+        match query.abbreviated {
+            Some(expected) => {
+                let expected: Digest = expected.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "abbreviated= is the full manifest's SHA-256 as 64 hex digits",
+                    )
+                })?;
+                let prefix_len = query.prefix.unwrap_or(ABBREVIATED_PREFIX);
+                if !(1..=32).contains(&prefix_len) {
+                    return Err(ApiError::bad_request(format!(
+                        "prefix={prefix_len}: digest prefixes are 1-32 bytes"
+                    )));
+                }
+                let catalog = state.catalog.clone();
+                background(move || expand(&*catalog, &base, &body, prefix_len, &expected)).await?
+            }
+            // Decoding a large manifest is CPU work: off the async threads.
+            None => {
+                blocking(move || {
+                    decode_manifest_delta(&base, &body, ferry_content::MAX_MANIFEST_BYTES)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))
+                })
+                .await?
+            }
+        }
     } else if content_type.starts_with(b"application/json") && query.base.is_none() {
         body.to_vec()
     } else {
@@ -75,6 +105,71 @@ pub(super) async fn publish(
         .await
         .map_err(|e| ApiError::internal(format!("publish task failed: {e}")))??;
     Ok(Json(response))
+}
+
+/// Rebuilds the manifest a publisher abbreviated (as a zstd frame, or a
+/// delta of `base`'s abbreviation) from the chunks this hub holds, and
+/// checks it is the one the publisher meant.
+fn expand(
+    catalog: &dyn HubCatalog,
+    base: &[u8],
+    body: &[u8],
+    prefix_len: usize,
+    expected: &Digest,
+) -> Result<Vec<u8>, ApiError> {
+    let base = if base.is_empty() {
+        Vec::new()
+    } else {
+        Manifest::from_slice(base, ManifestLimits::default())
+            .map_err(|e| ApiError::internal(format!("a published manifest does not parse: {e}")))?
+            .abbreviate(prefix_len)
+    };
+    let abbreviated = decode_manifest_delta(&base, body, ferry_content::MAX_MANIFEST_BYTES)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut resolved: HashMap<(Vec<u8>, u32), Digest> = HashMap::new();
+    let resolve = |prefix: &[u8], len: u32| -> Result<Digest, ApiError> {
+        if let Some(d) = resolved.get(&(prefix.to_vec(), len)) {
+            return Ok(*d);
+        }
+        let found = catalog.chunks_with_prefix(prefix, len, 2)?;
+        match found[..] {
+            [one] => {
+                resolved.insert((prefix.to_vec(), len), one);
+                Ok(one)
+            }
+            [] => Err(ApiError::conflict(
+                ErrorCode::ChunksMissing,
+                format!(
+                    "no chunk of {len} bytes on this hub starts with {}; upload it, then publish again",
+                    hex(prefix)
+                ),
+            )),
+            _ => Err(mismatch()),
+        }
+    };
+    let manifest = Manifest::expand(&abbreviated, ManifestLimits::default(), resolve).map_err(
+        |e| match e {
+            ExpandError::Invalid(e) => ApiError::bad_request(e.to_string()),
+            ExpandError::Resolve(e) => e,
+        },
+    )?;
+    let bytes = manifest.to_vec();
+    if Digest::of(&bytes) != *expected {
+        return Err(mismatch());
+    }
+    Ok(bytes)
+}
+
+fn mismatch() -> ApiError {
+    ApiError::conflict(
+        ErrorCode::ManifestMismatch,
+        "the abbreviated manifest names a digest prefix that more than one chunk on this hub \
+         starts with; send the full manifest",
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `DELETE /v1/packages/{name}/{version}`: withdraws a version. Its content
