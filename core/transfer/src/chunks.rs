@@ -26,16 +26,27 @@ pub struct BatchStats {
     pub bytes: u64,
 }
 
+/// Where the verified chunks of a batch answer go.
+pub trait ChunkSink {
+    /// Takes one verified chunk. Called on an async thread: keep it quick
+    /// (buffer the bytes, leave disk work to [`ChunkSink::settle`]).
+    fn chunk(&mut self, digest: Digest, bytes: &[u8]) -> Result<(), TransferError>;
+    /// Called after each piece read from the network: the place to wait,
+    /// without blocking, for buffered chunks to be written, so a source
+    /// faster than the disk cannot fill memory.
+    fn settle(&mut self) -> impl std::future::Future<Output = Result<(), TransferError>> + Send;
+}
+
 /// Fetches `digests` (each at most once; order does not matter) from
 /// `client`'s base URL, in batches of at most [`MAX_BATCH_DIGESTS`].
-/// `on_chunk` gets each verified chunk. Fails with a source fault
+/// `sink` gets each verified chunk. Fails with a source fault
 /// ([`TransferError::is_source_fault`]) if the source lacks a chunk, sends a
-/// wrong, unasked or duplicate one, or breaks off; chunks handed to
-/// `on_chunk` before that stay valid.
+/// wrong, unasked or duplicate one, or breaks off; chunks handed to `sink`
+/// before that stay valid.
 pub async fn fetch_chunks(
     client: &HubClient,
     digests: &[Digest],
-    mut on_chunk: impl FnMut(Digest, &[u8]) -> Result<(), TransferError>,
+    sink: &mut impl ChunkSink,
 ) -> Result<BatchStats, TransferError> {
     let mut stats = BatchStats::default();
     let url = client.url(routes::relative(routes::CHUNKS_BATCH))?;
@@ -63,7 +74,7 @@ pub async fn fetch_chunks(
         while let Some(piece) = stream.next().await {
             let piece = piece.map_err(|e| parser.interrupted(e.to_string(), stats.bytes))?;
             match decoder.as_mut() {
-                None => parser.feed(&piece, &mut on_chunk, &mut stats)?,
+                None => parser.feed(&piece, &mut |d, b| sink.chunk(d, b), &mut stats)?,
                 Some(d) => {
                     let mut input = InBuffer::around(&piece);
                     loop {
@@ -71,13 +82,14 @@ pub async fn fetch_chunks(
                         d.run(&mut input, &mut output)
                             .map_err(|e| parser.corrupt(e))?;
                         let produced = output.pos();
-                        parser.feed(&out[..produced], &mut on_chunk, &mut stats)?;
+                        parser.feed(&out[..produced], &mut |d, b| sink.chunk(d, b), &mut stats)?;
                         if input.pos() == piece.len() && produced < out.len() {
                             break;
                         }
                     }
                 }
             }
+            sink.settle().await?;
         }
         parser.finish(stats.bytes)?;
     }

@@ -12,7 +12,7 @@ use ferry_net::HubClient;
 use ferry_net::api::{ErrorCode, routes};
 use ferry_trust::TrustedRepository;
 
-use crate::local::{LocalChunk, LocalContent, store_err};
+use crate::local::{LocalChunk, LocalContent, SpoolWriter, store_err};
 use crate::{TransferError, chunks};
 
 /// How a manifest reached this client.
@@ -197,16 +197,14 @@ pub async fn fetch_objects(
     }
     progress(report.bytes_reused + report.bytes_resumed);
     if !missing.is_empty() {
-        let mut spool = local.spool_writer()?;
-        let result = chunks::fetch_chunks(client, &missing, |digest, bytes| {
-            let at = spool.append(digest, bytes)?;
-            have.insert(digest, at);
-            progress(bytes.len() as u64);
-            Ok(())
-        })
-        .await;
+        let mut sink = Spooling {
+            spool: local.spool_writer(),
+            have: &mut have,
+            progress: &mut progress,
+        };
+        let result = chunks::fetch_chunks(client, &missing, &mut sink).await;
         // What arrived verified is kept for the next attempt, even on failure.
-        spool.sync()?;
+        sink.spool.finish().await?;
         let stats = result?;
         report.bytes_downloaded = stats.bytes;
         report.chunks_downloaded = stats.chunks;
@@ -234,6 +232,26 @@ pub async fn fetch_objects(
     .await
     .map_err(|e| TransferError::Refused(format!("assembly task failed: {e}")))??;
     Ok(report)
+}
+
+/// Fetched chunks go to the spool and are remembered where they lie.
+struct Spooling<'a, P> {
+    spool: SpoolWriter,
+    have: &'a mut HashMap<Digest, LocalChunk>,
+    progress: &'a mut P,
+}
+
+impl<P: FnMut(u64)> chunks::ChunkSink for Spooling<'_, P> {
+    fn chunk(&mut self, digest: Digest, bytes: &[u8]) -> Result<(), TransferError> {
+        let at = self.spool.append(digest, bytes);
+        self.have.insert(digest, at);
+        (self.progress)(bytes.len() as u64);
+        Ok(())
+    }
+
+    fn settle(&mut self) -> impl std::future::Future<Output = Result<(), TransferError>> + Send {
+        self.spool.settle()
+    }
 }
 
 /// Writes the package `manifest` describes from `local`'s store into the

@@ -217,22 +217,34 @@ impl LocalContent {
         Ok(found)
     }
 
-    /// A new spool file for this fetch's chunks.
-    pub(crate) fn spool_writer(&self) -> Result<SpoolWriter, TransferError> {
+    /// A new spool file for this fetch's chunks, written by a blocking
+    /// task of its own.
+    pub(crate) fn spool_writer(&self) -> SpoolWriter {
         let path = self
             .dir
             .join("spool")
             .join(format!("{:016x}", rand::random::<u64>()));
-        let file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| TransferError::io(&path, e))?;
-        Ok(SpoolWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(SPOOL_QUEUE);
+        let file_path = path.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let io = |e| TransferError::io(&file_path, e);
+            let mut file = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&file_path)
+                .map_err(io)?;
+            while let Some(records) = rx.blocking_recv() {
+                file.write_all(&records).map_err(io)?;
+            }
+            file.sync_data().map_err(io)
+        });
+        SpoolWriter {
             path,
-            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            buffer: Vec::new(),
             len: 0,
-        })
+            tx: Some(tx),
+            writer,
+        }
     }
 
     /// Removes the spool files all of whose chunks are now in stored
@@ -268,41 +280,82 @@ impl LocalContent {
     }
 }
 
+/// Bytes of records collected before they are handed to the spool's
+/// writer task.
+const SPOOL_BUFFER: usize = 1 << 20;
+/// Buffers queued for the writer task before the fetch waits for it.
+const SPOOL_QUEUE: usize = 4;
+
 /// Appends verified chunks to a spool file, as records (digest, length,
-/// bytes) that a later fetch can check again and reuse.
+/// bytes) that a later fetch can check again and reuse. Records are
+/// collected in memory and written by a blocking task, so the async side
+/// never waits on the disk except through [`SpoolWriter::settle`].
 pub(crate) struct SpoolWriter {
     path: PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
+    buffer: Vec<u8>,
     len: u64,
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    writer: tokio::task::JoinHandle<Result<(), TransferError>>,
 }
 
 impl SpoolWriter {
-    /// Appends one verified chunk; returns where its bytes lie.
-    pub fn append(&mut self, digest: Digest, bytes: &[u8]) -> Result<LocalChunk, TransferError> {
-        let io = |e| TransferError::io(&self.path, e);
-        self.out.write_all(&digest.0).map_err(io)?;
-        self.out
-            .write_all(&(bytes.len() as u32).to_le_bytes())
-            .map_err(io)?;
-        self.out.write_all(bytes).map_err(io)?;
+    /// Appends one verified chunk; returns where its bytes will lie once
+    /// [`SpoolWriter::finish`] returned.
+    pub fn append(&mut self, digest: Digest, bytes: &[u8]) -> LocalChunk {
+        self.buffer.extend_from_slice(&digest.0);
+        self.buffer
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.buffer.extend_from_slice(bytes);
         let offset = self.len + 36;
         self.len = offset + bytes.len() as u64;
-        Ok(LocalChunk::Spool {
+        LocalChunk::Spool {
             file: self.path.clone(),
             offset,
             len: bytes.len() as u32,
-        })
+        }
     }
 
-    /// Makes what was appended durable and readable.
-    pub fn sync(&mut self) -> Result<(), TransferError> {
-        self.out
-            .flush()
-            .map_err(|e| TransferError::io(&self.path, e))?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .map_err(|e| TransferError::io(&self.path, e))
+    /// Hands a full buffer to the writer task, waiting while it is
+    /// [`SPOOL_QUEUE`] buffers behind.
+    pub async fn settle(&mut self) -> Result<(), TransferError> {
+        if self.buffer.len() < SPOOL_BUFFER {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.buffer);
+        let sent = match &self.tx {
+            Some(tx) => tx.send(records).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The writer stopped: its error says why.
+            self.tx = None;
+            match (&mut self.writer).await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(TransferError::io(
+                    &self.path,
+                    std::io::Error::other("the spool writer stopped"),
+                )),
+            }
+        }
+    }
+
+    /// Writes what is buffered and makes every record durable and readable.
+    pub async fn finish(mut self) -> Result<(), TransferError> {
+        let records = std::mem::take(&mut self.buffer);
+        if let Some(tx) = self.tx.take()
+            && !records.is_empty()
+        {
+            // A failed send means the writer stopped; its result says why.
+            let _ = tx.send(records).await;
+        }
+        self.writer.await.map_err(|e| {
+            TransferError::io(
+                &self.path,
+                std::io::Error::other(format!("spool writer: {e}")),
+            )
+        })?
     }
 }
 
