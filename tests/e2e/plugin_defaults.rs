@@ -3,11 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use ferry_e2e::plugins::{candidate, election, registry};
-use ferry_plugin::{
-    Candidate, LastSync, PluginSettings, ScheduleRequest, Source, SourceHealth, SyncOutcome,
-    TaskOptions, TransportRequest,
-};
+use ferry_e2e::plugins::{candidate, election, health, registry, transport_request};
+use ferry_plugin::{Candidate, LastSync, PluginSettings, ScheduleRequest, Source, SyncOutcome};
 
 /// 50 volunteers with varied, reproducible traits.
 fn fifty() -> Vec<Candidate> {
@@ -82,33 +79,6 @@ fn score_election_is_deterministic_and_never_picks_a_laptop_on_battery() {
 
     // No volunteers: an error, not a made-up winner.
     assert!(registry.elect(&election(Vec::new())).is_err());
-}
-
-fn transport_request() -> TransportRequest {
-    TransportRequest {
-        package: "office-suite".into(),
-        version: "2.1.0".into(),
-        size_bytes: 500 << 20,
-        missing_bytes: 500 << 20,
-        options: TaskOptions {
-            multicast_allowed: true,
-            deadline: None,
-        },
-        subnet_peers: 12,
-        peers_with_content: 2,
-        relay: Some(health(true)),
-        hub: health(true),
-        now: 1_800_000_000,
-    }
-}
-
-fn health(reachable: bool) -> SourceHealth {
-    SourceHealth {
-        reachable,
-        rtt_ms: Some(3),
-        recent_throughput_bps: Some(100_000_000),
-        consecutive_failures: if reachable { 0 } else { 3 },
-    }
 }
 
 fn kinds(plan: &ferry_plugin::TransportPlan) -> Vec<String> {

@@ -204,6 +204,16 @@ impl Arena {
     /// Runs the hostile installer with `attack`, granting it the granted
     /// directory and `commands`.
     fn attack(&self, attack: &str, commands: &[&str]) -> Result<String, PluginError> {
+        self.attack_with(attack, commands, None)
+    }
+
+    /// [`Arena::attack`] with a progress sink.
+    fn attack_with(
+        &self,
+        attack: &str,
+        commands: &[&str],
+        progress: Option<ferry_plugin::ProgressSink>,
+    ) -> Result<String, PluginError> {
         let text = manifest(
             "hostile",
             "1.0.0",
@@ -235,7 +245,7 @@ impl Arena {
                 params,
                 previous_version: None,
             },
-            progress: None,
+            progress,
         };
         plugin
             .install(InstallAction::Install, &job)
@@ -391,4 +401,215 @@ fn the_network_is_reachable_only_at_granted_addresses() {
     });
     connect(&quoted, &addr).expect("granted connection");
     assert_eq!(heard.join().unwrap(), "hello from the plugin");
+}
+
+/// Bidirectional controls and other characters that reorder or hide text.
+fn forges(text: &str) -> bool {
+    text.chars().any(|c| {
+        c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200b}'..='\u{200f}')
+    })
+}
+
+/// Errors and winner ids are plugin text: shown escaped (no new lines,
+/// terminal escapes or right-to-left overrides) and cut to a documented
+/// size, however much the plugin returns.
+#[test]
+fn plugin_text_reaches_people_escaped_and_bounded() {
+    for mode in ["loud-error", "forged-winner"] {
+        let plugin = hostile_election(mode, "timeout-ms = 5000\nmemory-mib = 128");
+        let err = plugin.elect(&volunteers()).expect_err(mode).to_string();
+        assert!(
+            err.len() < ferry_plugin::MAX_ERROR_TEXT + 512,
+            "{mode}: {} bytes shown",
+            err.len()
+        );
+        assert!(!forges(&err), "{mode}: {err:?}");
+        assert!(
+            err.contains("\\n") && err.contains("\\u{1b}") && err.contains("\\u{202e}"),
+            "{mode}: what was escaped is still visible: {err}"
+        );
+        assert!(
+            err.contains("more bytes cut"),
+            "{mode}: the cut is said: {err}"
+        );
+    }
+}
+
+/// A million progress reports in one call reach the operator as at most
+/// 1,000, each one line.
+#[test]
+fn progress_reports_are_capped_per_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let arena = Arena::new();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let forged = Arc::new(AtomicUsize::new(0));
+    let (count, bad) = (seen.clone(), forged.clone());
+    let sink: ferry_plugin::ProgressSink = Arc::new(move |_, _, message: &str| {
+        count.fetch_add(1, Ordering::Relaxed);
+        if forges(message) {
+            bad.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let done = arena
+        .attack_with("progress-flood", &[], Some(sink))
+        .expect("the call itself succeeds");
+    assert_eq!(done, "flooded");
+    assert_eq!(seen.load(Ordering::Relaxed), 1000);
+    assert_eq!(forged.load(Ordering::Relaxed), 0);
+}
+
+/// A plugin asking for more time or memory than the node allows gets the
+/// node's cap: the kind's default without settings, lower with them.
+#[test]
+fn the_nodes_caps_win_over_what_a_plugin_asks_for() {
+    use ferry_plugin::{LimitCaps, LimitSource};
+    let greedy = hostile_election("spin", "timeout-ms = 20000");
+    assert_eq!(greedy.limits().timeout_ms, 2000);
+    assert_eq!(greedy.limits().timeout_set_by, LimitSource::Node);
+    let started = Instant::now();
+    let err = greedy
+        .elect(&volunteers())
+        .expect_err("stopped")
+        .to_string();
+    assert!(
+        err.contains("time limit of 2000 ms (set by the node's cap)"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let node = |caps: LimitCaps| caps.or_defaults(Kind::Election);
+    let capped = hostile_election("spin", "timeout-ms = 20000").with_caps(&node(LimitCaps {
+        timeout_ms: Some(100),
+        memory_mib: None,
+    }));
+    let started = Instant::now();
+    let err = capped
+        .elect(&volunteers())
+        .expect_err("stopped")
+        .to_string();
+    assert!(err.contains("time limit of 100 ms"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let bomb = hostile_election("membomb", "memory-mib = 512\ntimeout-ms = 5000").with_caps(&node(
+        LimitCaps {
+            timeout_ms: None,
+            memory_mib: Some(16),
+        },
+    ));
+    let err = bomb.elect(&volunteers()).expect_err("stopped").to_string();
+    assert!(
+        err.contains("memory limit of 16 MiB (set by the node's cap)"),
+        "{err}"
+    );
+
+    // Asking for less than the cap is what the plugin gets.
+    let modest = hostile_election("smallest", "timeout-ms = 50");
+    assert_eq!(modest.limits().timeout_ms, 50);
+    assert_eq!(modest.limits().timeout_set_by, LimitSource::Plugin);
+
+    // The registry applies [plugins.limits.KIND] to site plugins.
+    let site = tempfile::tempdir().unwrap();
+    write_plugin(
+        site.path(),
+        "hostile",
+        &manifest(
+            "hostile",
+            "1.0.0",
+            Kind::Election,
+            "[limits]\ntimeout-ms = 20000\n[config]\nmode = \"spin\"",
+        ),
+        &fixture_wasm("hostile-election"),
+    );
+    let mut settings = PluginSettings {
+        dir: Some(site.path().to_path_buf()),
+        election: "hostile".into(),
+        ..PluginSettings::default()
+    };
+    settings.limits.insert(
+        Kind::Election,
+        LimitCaps {
+            timeout_ms: Some(150),
+            memory_mib: None,
+        },
+    );
+    let registry = registry(settings);
+    let hostile = registry.get(Kind::Election, "hostile").unwrap();
+    assert_eq!(hostile.limits().timeout_ms, 150);
+    let started = Instant::now();
+    let decision = registry.elect(&volunteers()).expect("the built-in decides");
+    assert!(decision.fallback.unwrap().contains("150 ms"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Mirror URLs are matched as URLs: a grant of `https://mirror.example`
+/// does not let a plugin send agents to another host through user info, a
+/// longer host name, another port or a path that merely starts alike.
+#[test]
+fn url_grants_are_parsed_not_prefixes() {
+    let mirrors = [
+        "https://mirror.example@evil.example/pkg",
+        "https://mirror.example:443@169.254.169.254/",
+        "https://mirror.example.evil.example/pkg",
+        "https://mirror.example:8443/pkg",
+        "https://mirror.example/pkgevil/x",
+        "https://mirror.example/pkg/ok",
+    ];
+    let config: toml::Table = toml::from_str(&format!("mirrors = {mirrors:?}")).unwrap();
+    let grant = Grant {
+        urls: vec!["https://mirror.example/pkg".into()],
+        ..Grant::default()
+    };
+    let builtin = ferry_e2e::plugins::builtin(Kind::Transport, "default");
+    let plugin = Plugin::load(
+        &engine(),
+        Manifest::parse(builtin.manifest, "built-in").unwrap(),
+        Origin::Builtin,
+        builtin.wasm,
+        Some(&config),
+        Some(&grant),
+    )
+    .unwrap();
+    let plan = plugin
+        .plan(&ferry_e2e::plugins::transport_request())
+        .expect("a plan");
+    let urls: Vec<String> = plan
+        .value
+        .sources
+        .iter()
+        .filter_map(|s| match &s.source {
+            ferry_plugin::Source::Url(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(urls, ["https://mirror.example/pkg/ok"]);
+
+    // A grant that carries user info is refused when the plugin is loaded.
+    let bad = Grant {
+        urls: vec!["https://user:secret@mirror.example/".into()],
+        ..Grant::default()
+    };
+    let err = Plugin::load(
+        &engine(),
+        Manifest::parse(builtin.manifest, "built-in").unwrap(),
+        Origin::Builtin,
+        builtin.wasm,
+        None,
+        Some(&bad),
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("user names"), "{err}");
 }

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use ferry_plugin::{
     BuiltinPlugin, Candidate, ElectionRequest, Kind, Manifest, PluginEngine, PluginSettings,
-    Registry,
+    Registry, SourceHealth, TaskOptions, TransportRequest,
 };
 
 /// One engine for the test binary: engines are meant to be shared, and each
@@ -97,5 +97,34 @@ pub fn election(volunteers: Vec<Candidate>) -> ElectionRequest {
         task: "deploy-42".into(),
         self_id: volunteers.first().map(|c| c.id.clone()).unwrap_or_default(),
         volunteers,
+    }
+}
+
+/// A transport request: a 500 MiB package, relay and hub reachable.
+pub fn transport_request() -> TransportRequest {
+    TransportRequest {
+        package: "office-suite".into(),
+        version: "2.1.0".into(),
+        size_bytes: 500 << 20,
+        missing_bytes: 500 << 20,
+        options: TaskOptions {
+            multicast_allowed: true,
+            deadline: None,
+        },
+        subnet_peers: 12,
+        peers_with_content: 2,
+        relay: Some(health(true)),
+        hub: health(true),
+        now: 1_800_000_000,
+    }
+}
+
+/// A source's health, reachable or failing.
+pub fn health(reachable: bool) -> SourceHealth {
+    SourceHealth {
+        reachable,
+        rtt_ms: Some(3),
+        recent_throughput_bps: Some(100_000_000),
+        consecutive_failures: if reachable { 0 } else { 3 },
     }
 }

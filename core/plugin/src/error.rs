@@ -45,6 +45,14 @@ pub enum PluginError {
         /// What is wrong.
         reason: String,
     },
+    /// What the node grants a plugin is unusable or unsafe.
+    #[error("[plugins.grants.{plugin}]: {reason}")]
+    Grant {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// A call trapped, ran out of time or memory, or returned an error.
     #[error("plugin {plugin} failed in {call}: {reason}")]
     Call {

@@ -35,14 +35,16 @@ mod plugin;
 mod registry;
 mod settings;
 mod state;
+mod text;
 
 pub use bindings::ferry::plugin::installer_host::CommandOutput;
 pub use bindings::ferry::plugin::types::LogLevel;
 pub use engine::PluginEngine;
 pub use error::PluginError;
 pub use kind::Kind;
-pub use manifest::{Limits, Manifest, Permissions, valid_name};
+pub use manifest::{EffectiveLimits, LimitSource, Limits, Manifest, Permissions, valid_name};
 pub use plugin::*;
 pub use registry::{BuiltinPlugin, Decision, Registry, ReloadReport, WatchHandle, read_plugin_dir};
-pub use settings::{Grant, PluginSettings};
+pub use settings::{Grant, LimitCaps, PluginSettings};
 pub use state::{LogLine, ProgressSink, level_name};
+pub use text::{MAX_ERROR_TEXT, MAX_SHORT_TEXT, plugin_text};

@@ -55,7 +55,8 @@ pub struct Permissions {
     pub hosts: Vec<String>,
 }
 
-/// Resource limits of one plugin.
+/// The resource limits a plugin asks for in `plugin.toml`; the node's
+/// caps (see [`crate::LimitCaps`]) may lower them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Limits {
@@ -73,6 +74,70 @@ impl Limits {
     }
     fn default_timeout() -> u64 {
         1000
+    }
+}
+
+/// Who set a limit in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitSource {
+    /// The plugin's `plugin.toml` (or its default) asked for it, within the
+    /// node's cap.
+    Plugin,
+    /// The node's cap, lower than what the plugin asked for.
+    Node,
+}
+
+impl std::fmt::Display for LimitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitSource::Plugin => "plugin.toml",
+            LimitSource::Node => "the node's cap",
+        })
+    }
+}
+
+/// The limits a plugin runs with, and who set each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EffectiveLimits {
+    /// Linear memory, in MiB.
+    pub memory_mib: u32,
+    /// Who set `memory_mib`.
+    pub memory_set_by: LimitSource,
+    /// Time per call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Who set `timeout_ms`.
+    pub timeout_set_by: LimitSource,
+}
+
+impl EffectiveLimits {
+    /// What `asked` comes to under `caps`.
+    pub fn new(asked: &Limits, caps: &crate::LimitCaps) -> EffectiveLimits {
+        let (memory_mib, memory_set_by) = match caps.memory_mib {
+            Some(cap) if cap < asked.memory_mib => (cap, LimitSource::Node),
+            _ => (asked.memory_mib, LimitSource::Plugin),
+        };
+        let (timeout_ms, timeout_set_by) = match caps.timeout_ms {
+            Some(cap) if cap < asked.timeout_ms => (cap.max(1), LimitSource::Node),
+            _ => (asked.timeout_ms, LimitSource::Plugin),
+        };
+        EffectiveLimits {
+            memory_mib,
+            memory_set_by,
+            timeout_ms,
+            timeout_set_by,
+        }
+    }
+}
+
+impl std::fmt::Display for EffectiveLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} MiB memory (set by {}), {} ms per call (set by {})",
+            self.memory_mib, self.memory_set_by, self.timeout_ms, self.timeout_set_by
+        )
     }
 }
 

@@ -1,5 +1,5 @@
 //! One loaded plugin: its manifest, its compiled component, and calls into
-//! it with the time and memory limits of its manifest.
+//! it with the time and memory limits of its manifest, within the node's caps.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,9 +15,10 @@ use crate::contract::{self, Interfaces};
 use crate::engine::{PluginEngine, TICK};
 use crate::error::PluginError;
 use crate::kind::Kind;
-use crate::manifest::Manifest;
-use crate::settings::Grant;
+use crate::manifest::{EffectiveLimits, Manifest};
+use crate::settings::{Grant, LimitCaps, UrlGrant};
 use crate::state::{HostState, InstallerGrants, LogLine, ProgressSink};
+use crate::text::{MAX_ERROR_TEXT, MAX_SHORT_TEXT, plugin_text};
 
 pub use crate::bindings::election::exports::ferry::plugin::election::{Candidate, ElectionRequest};
 pub use crate::bindings::installer::exports::ferry::plugin::install::{
@@ -63,6 +64,8 @@ pub struct Plugin {
     interfaces: Interfaces,
     config_text: Arc<str>,
     grant: Grant,
+    url_grants: Vec<UrlGrant>,
+    limits: EffectiveLimits,
     engine: PluginEngine,
     pre: Pre,
     idle: Mutex<Vec<PolicyInstance>>,
@@ -148,7 +151,19 @@ impl Plugin {
             })?
             .into();
         let grant = effective_grant(&manifest, grant.cloned().unwrap_or_default());
+        let url_grants = grant
+            .urls
+            .iter()
+            .map(|u| UrlGrant::parse(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| PluginError::Grant {
+                plugin: name.clone(),
+                reason,
+            })?;
+        let limits = EffectiveLimits::new(&manifest.limits, &LimitCaps::default_for(manifest.kind));
         Ok(Plugin {
+            url_grants,
+            limits,
             sha256: hex::encode(Sha256::digest(wasm)),
             manifest,
             origin,
@@ -160,6 +175,20 @@ impl Plugin {
             idle: Mutex::new(Vec::new()),
             capture_logs: false,
         })
+    }
+
+    /// Applies the node's caps for this plugin's kind (without this, the
+    /// kind's defaults apply): a plugin gets what its manifest asks for,
+    /// never more than the cap.
+    pub fn with_caps(mut self, caps: &LimitCaps) -> Plugin {
+        self.limits = EffectiveLimits::new(&self.manifest.limits, caps);
+        self.clear_instances();
+        self
+    }
+
+    /// The limits calls run with, and who set each.
+    pub fn limits(&self) -> &EffectiveLimits {
+        &self.limits
     }
 
     /// Keeps what the plugin logs in each [`Answer`] (it goes to `tracing`
@@ -246,7 +275,10 @@ impl Plugin {
             return Err(PluginError::Nonsense {
                 plugin: self.label(),
                 call: "elect",
-                reason: format!("the winner {:?} is not among the volunteers", answer.value),
+                reason: format!(
+                    "the winner \"{}\" is not among the volunteers",
+                    plugin_text(&answer.value, MAX_SHORT_TEXT)
+                ),
             });
         }
         Ok(answer)
@@ -306,7 +338,11 @@ impl Plugin {
                     Ok(value) => Ok(Answer { value, logs }),
                     Err(reason) => Err(self.failed(
                         call,
-                        format!("returned an error: {reason}{}", log_tail(&logs)),
+                        format!(
+                            "returned an error: {}{}",
+                            plugin_text(&reason, MAX_ERROR_TEXT),
+                            log_tail(&logs)
+                        ),
                     )),
                 }
             }
@@ -372,7 +408,7 @@ impl Plugin {
         }
         self.allow_hosts(&mut wasi);
         let mut store = self.store(wasi.build(), self.capture_logs);
-        let timeout = Duration::from_millis(self.manifest.limits.timeout_ms);
+        let timeout = Duration::from_millis(self.limits.timeout_ms);
         store.data_mut().installer = Some(InstallerGrants {
             directories: self.grant.directories.clone(),
             commands: self.grant.commands.clone(),
@@ -394,7 +430,11 @@ impl Plugin {
             Ok(Ok(value)) => Ok(Answer { value, logs }),
             Ok(Err(reason)) => Err(self.failed(
                 call,
-                format!("returned an error: {reason}{}", log_tail(&logs)),
+                format!(
+                    "returned an error: {}{}",
+                    plugin_text(&reason, MAX_ERROR_TEXT),
+                    log_tail(&logs)
+                ),
             )),
             Err(trap) => Err(self.with_logs(self.trapped(call, &store, trap), &logs)),
         }
@@ -421,7 +461,7 @@ impl Plugin {
             self.manifest.name.as_str().into(),
             self.config_text.clone(),
             wasi,
-            self.manifest.limits.memory_mib as usize * 1024 * 1024,
+            self.limits.memory_mib as usize * 1024 * 1024,
             capture_logs,
         );
         let mut store = Store::new(self.engine.engine(), state);
@@ -429,7 +469,7 @@ impl Plugin {
         // What the host copies out of the plugin per call (strings, lists)
         // is bounded by the plugin's own memory, not wasmtime's 128 MiB.
         store.set_hostcall_fuel(
-            (self.manifest.limits.memory_mib as usize * 1024 * 1024).min(MAX_HOSTCALL_BYTES),
+            (self.limits.memory_mib as usize * 1024 * 1024).min(MAX_HOSTCALL_BYTES),
         );
         store
     }
@@ -460,11 +500,7 @@ impl Plugin {
     /// The epoch ticks a call may run: its timeout rounded up, plus one so a
     /// tick landing right after the deadline is set does not cut it short.
     fn ticks(&self) -> u64 {
-        self.manifest
-            .limits
-            .timeout_ms
-            .div_ceil(TICK.as_millis() as u64)
-            + 1
+        self.limits.timeout_ms.div_ceil(TICK.as_millis() as u64) + 1
     }
 
     fn failed(&self, call: &'static str, reason: String) -> PluginError {
@@ -483,20 +519,23 @@ impl Plugin {
     ) -> PluginError {
         let reason = if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
             format!(
-                "ran past its time limit of {} ms and was stopped",
-                self.manifest.limits.timeout_ms
+                "ran past its time limit of {} ms (set by {}) and was stopped",
+                self.limits.timeout_ms, self.limits.timeout_set_by
             )
         } else if store.data().limiter.hit {
             format!(
-                "hit its memory limit of {} MiB and was stopped",
-                self.manifest.limits.memory_mib
+                "hit its memory limit of {} MiB (set by {}) and was stopped",
+                self.limits.memory_mib, self.limits.memory_set_by
             )
         } else if format!("{trap:#}").contains("maximum concurrent") {
             "not started: the node's pool of plugin instances is exhausted (too many calls at \
              once)"
                 .to_string()
         } else {
-            format!("trapped: {trap:#}")
+            format!(
+                "trapped: {}",
+                plugin_text(&format!("{trap:#}"), MAX_ERROR_TEXT)
+            )
         };
         self.failed(call, reason)
     }
@@ -650,20 +689,19 @@ fn check_plan(plugin: &Plugin, plan: &mut TransportPlan) -> Result<(), PluginErr
         if let Source::Url(url) = &source.source
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
-            return Err(nonsense(format!("{url:?} is not an http(s) URL")));
+            return Err(nonsense(format!(
+                "\"{}\" is not an http(s) URL",
+                plugin_text(url, MAX_SHORT_TEXT)
+            )));
         }
     }
     plan.sources.retain(|source| match &source.source {
         Source::Url(url) => {
-            let granted = plugin
-                .grant
-                .urls
-                .iter()
-                .any(|p| url.starts_with(p.as_str()));
+            let granted = plugin.url_grants.iter().any(|g| g.allows(url));
             if !granted {
                 tracing::warn!(
                     plugin = %plugin.label(),
-                    url,
+                    url = plugin_text(url, MAX_SHORT_TEXT),
                     "URL source left out of the plan: not granted (list the mirrors a transport \
                      plugin may name under [plugins.grants.NAME] urls)"
                 );

@@ -516,14 +516,17 @@ impl Registry {
             });
         };
         let manifest = Manifest::parse(builtin.manifest, "built-in plugin.toml")?;
-        let plugin = Arc::new(Plugin::load(
-            &self.engine,
-            manifest,
-            Origin::Builtin,
-            builtin.wasm,
-            self.settings.config.get(name),
-            self.settings.grants.get(name),
-        )?);
+        let plugin = Arc::new(
+            Plugin::load(
+                &self.engine,
+                manifest,
+                Origin::Builtin,
+                builtin.wasm,
+                self.settings.config.get(name),
+                self.settings.grants.get(name),
+            )?
+            .with_caps(&self.settings.caps(kind)),
+        );
         self.builtin_lock().insert(key, plugin.clone());
         Ok(plugin)
     }
@@ -531,14 +534,16 @@ impl Registry {
     fn load_dir(&self, dir: &Path) -> Result<Plugin, PluginError> {
         let (manifest, wasm) = read_plugin_dir(dir)?;
         let name = manifest.name.clone();
-        Plugin::load(
+        let caps = self.settings.caps(manifest.kind);
+        Ok(Plugin::load(
             &self.engine,
             manifest,
             Origin::Directory(dir.to_path_buf()),
             &wasm,
             self.settings.config.get(&name),
             self.settings.grants.get(&name),
-        )
+        )?
+        .with_caps(&caps))
     }
 
     fn site_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Key, Site>> {

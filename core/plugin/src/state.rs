@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::ferry::plugin::installer_host::CommandOutput;
 use crate::bindings::ferry::plugin::types::LogLevel;
 use crate::bindings::ferry::plugin::{host, installer_host, types};
+use crate::text::{MAX_SHORT_TEXT, plugin_text};
 
 /// The most output kept of each stream of a command.
 const MAX_COMMAND_OUTPUT: u64 = 1024 * 1024;
@@ -22,6 +23,9 @@ const MAX_LOG_LINE: usize = 4096;
 /// The most log lines a plugin may write per call; the rest are counted and
 /// reported in one line, so a plugin cannot flood the node's log.
 pub(crate) const MAX_LOG_LINES_PER_CALL: usize = 200;
+/// Progress reports passed on per call; an installer reporting in a loop
+/// cannot flood the operator's screen or the node's log.
+pub(crate) const MAX_PROGRESS_PER_CALL: usize = 1000;
 /// The `PATH` commands run with: system directories only.
 const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -60,6 +64,9 @@ pub(crate) struct HostState {
     /// Lines logged and dropped in the current call.
     pub(crate) logged: usize,
     pub(crate) suppressed: usize,
+    /// Progress reports passed on and dropped in the current call.
+    progressed: usize,
+    progress_suppressed: usize,
     pub(crate) installer: Option<InstallerGrants>,
 }
 
@@ -94,6 +101,8 @@ impl HostState {
             logs: Vec::new(),
             logged: 0,
             suppressed: 0,
+            progressed: 0,
+            progress_suppressed: 0,
             installer: None,
         }
     }
@@ -102,10 +111,19 @@ impl HostState {
     pub(crate) fn begin_call(&mut self) {
         self.logged = 0;
         self.suppressed = 0;
+        self.progressed = 0;
+        self.progress_suppressed = 0;
     }
 
     /// Ends a call: says how many log lines were dropped, if any.
     pub(crate) fn end_call(&mut self) {
+        if self.progress_suppressed > 0 {
+            tracing::warn!(
+                plugin = &*self.plugin,
+                "{} more progress reports of this call dropped (at most {MAX_PROGRESS_PER_CALL} per call)",
+                self.progress_suppressed
+            );
+        }
         if self.suppressed > 0 {
             tracing::warn!(
                 plugin = &*self.plugin,
@@ -116,22 +134,9 @@ impl HostState {
     }
 }
 
-/// A plugin's text made safe for one log line: control characters (which
-/// could forge lines) escaped, and at most `max` bytes.
+/// A plugin's text made safe for one log line (see [`plugin_text`]).
 fn one_line(text: &str, max: usize) -> String {
-    let mut line = String::with_capacity(text.len().min(max));
-    for c in text.chars() {
-        if line.len() >= max {
-            line.push_str(" [truncated]");
-            break;
-        }
-        if c.is_control() {
-            line.extend(c.escape_default());
-        } else {
-            line.push(c);
-        }
-    }
-    line
+    plugin_text(text, max)
 }
 
 /// Caps a store's linear memory, summed over every memory of the plugin's
@@ -300,8 +305,17 @@ impl installer_host::Host for HostState {
     }
 
     fn progress(&mut self, percent: u8, message: String) {
+        if self.progressed >= MAX_PROGRESS_PER_CALL {
+            self.progress_suppressed += 1;
+            return;
+        }
+        self.progressed += 1;
         if let Some(sink) = self.installer.as_ref().and_then(|g| g.progress.clone()) {
-            sink(&self.plugin, percent.min(100), &one_line(&message, 256));
+            sink(
+                &self.plugin,
+                percent.min(100),
+                &one_line(&message, MAX_SHORT_TEXT),
+            );
         }
     }
 }

@@ -145,6 +145,7 @@ struct Inspection {
     description: Option<String>,
     permissions: Option<ferry_plugin::Permissions>,
     limits: Option<ferry_plugin::Limits>,
+    effective_limits: Option<ferry_plugin::EffectiveLimits>,
     config: Option<toml::Table>,
     imports: Vec<String>,
     exports: Vec<String>,
@@ -191,6 +192,12 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         description: manifest.as_ref().map(|m| m.description.clone()),
         permissions: manifest.as_ref().map(|m| m.permissions.clone()),
         limits: manifest.as_ref().map(|m| m.limits.clone()),
+        effective_limits: manifest.as_ref().map(|m| {
+            ferry_plugin::EffectiveLimits::new(
+                &m.limits,
+                &ferry_plugin::LimitCaps::default_for(m.kind),
+            )
+        }),
         config: manifest.as_ref().map(|m| m.config.clone()),
         imports: interfaces.imports.clone(),
         exports: interfaces.exports.clone(),
@@ -234,11 +241,17 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         println!("  commands:    {}", list_or_none(&p.commands));
         println!("  hosts:       {}", list_or_none(&p.hosts));
     }
-    if let Some(l) = &info.limits {
+    if let (Some(l), Some(kind)) = (&info.limits, &info.kind) {
         println!(
-            "limits: {} MiB memory, {} ms per call",
+            "limits: asks for {} MiB memory, {} ms per call",
             l.memory_mib, l.timeout_ms
         );
+        if let Some(effective) = &info.effective_limits {
+            println!(
+                "        runs with {effective} under a node's default caps for {kind} plugins \
+                 (a node lowers them in [plugins.limits.{kind}])"
+            );
+        }
     }
     if let Some(c) = &info.config
         && !c.is_empty()
@@ -294,17 +307,20 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
         )
     })?;
     let engine = engine()?;
-    let plugin = Arc::new(
-        Plugin::load(
-            &engine,
-            manifest,
-            Origin::Directory(dir),
-            &wasm,
-            scenario.config.as_ref(),
-            scenario.grant.as_ref(),
-        )?
-        .capture_logs(true),
-    );
+    let mut loaded = Plugin::load(
+        &engine,
+        manifest,
+        Origin::Directory(dir),
+        &wasm,
+        scenario.config.as_ref(),
+        scenario.grant.as_ref(),
+    )?
+    .capture_logs(true);
+    if let Some(caps) = &scenario.limits {
+        let kind = loaded.manifest().kind;
+        loaded = loaded.with_caps(&caps.or_defaults(kind));
+    }
+    let plugin = Arc::new(loaded);
     let mut results = Vec::new();
     for (i, case) in scenario.cases.iter().enumerate() {
         let name = scenario::case_name(case, i);
@@ -332,6 +348,7 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
         output::json(&results)?;
     } else {
         println!("{}", plugin.label());
+        println!("limits: {}", plugin.limits());
         for r in &results {
             let status = if r.ok { "ok  " } else { "FAIL" };
             let detail = match (&r.decision, &r.error) {

@@ -4,6 +4,9 @@
 //! [config]                 # optional: laid over the plugin's [config]
 //! every-minutes = 30
 //!
+//! [limits]                 # optional: the node's caps for this plugin's kind
+//! timeout-ms = 500         # (absent: the kind's defaults, see `ferry plugin inspect`)
+//!
 //! [grant]                  # optional, installers: what the node grants
 //! directories = ["out"]    # relative to the scenario file, created if missing
 //! commands = ["true"]
@@ -22,13 +25,14 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use ferry_plugin::{
-    Candidate, ElectionRequest, Grant, InstallRequest, LastSync, ScheduleRequest, SourceHealth,
-    StagedFile, SyncOutcome, TaskOptions, TransportRequest,
+    Candidate, ElectionRequest, Grant, InstallRequest, LastSync, LimitCaps, ScheduleRequest,
+    SourceHealth, StagedFile, SyncOutcome, TaskOptions, TransportRequest,
 };
 
 /// A parsed scenario file.
 pub struct Scenario {
     pub config: Option<toml::Table>,
+    pub limits: Option<LimitCaps>,
     pub grant: Option<Grant>,
     pub cases: Vec<toml::Table>,
     pub base: PathBuf,
@@ -38,6 +42,7 @@ pub struct Scenario {
 #[serde(deny_unknown_fields)]
 struct File {
     config: Option<toml::Table>,
+    limits: Option<LimitCaps>,
     grant: Option<Grant>,
     #[serde(default)]
     case: Vec<toml::Table>,
@@ -79,6 +84,7 @@ impl Scenario {
         };
         Ok(Scenario {
             config: file.config,
+            limits: file.limits,
             grant,
             cases: file.case,
             base,

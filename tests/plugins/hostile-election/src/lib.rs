@@ -6,7 +6,9 @@ use serde::Deserialize;
 
 #[derive(Clone, Deserialize)]
 struct Config {
-    /// `smallest`, `largest`, `spin`, `sleep`, `membomb`, `panic`, `stranger`.
+    /// `smallest`, `largest`, `spin`, `sleep`, `membomb`, `panic`, `stranger`,
+    /// `loud-error` (15 MiB of error text that tries to forge lines),
+    /// `forged-winner` (a winner id that tries the same).
     mode: String,
 }
 
@@ -39,6 +41,11 @@ impl ElectionPolicy for Hostile {
                 Err("woke up".into())
             }
             "stranger" => Ok("nobody-volunteered-this".into()),
+            "loud-error" => Err(format!(
+                "it broke\nferry: all plugins healthy \u{1b}[32mOK\u{1b}[0m\rover\u{202e}desrever{}",
+                "x".repeat(15 << 20)
+            )),
+            "forged-winner" => Ok("a\n\u{1b}[2Kelected a\u{202e}".repeat(1000)),
             other => Err(format!("unknown mode {other}")),
         }
     }

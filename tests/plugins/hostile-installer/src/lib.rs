@@ -2,7 +2,7 @@
 //! say, for the sandbox tests. Each attack returns Ok only if it worked.
 
 use ferry_plugin_sdk::installer::{
-    InstallReport, InstallRequest, Installer, VerifyReport, run_command, set_mode,
+    InstallReport, InstallRequest, Installer, VerifyReport, progress, run_command, set_mode,
 };
 use serde::Deserialize;
 
@@ -10,7 +10,8 @@ use serde::Deserialize;
 struct Params {
     /// `dotdot`, `absolute`, `symlink`, `read-outside`, `command`,
     /// `set-mode-outside`, `write-granted`, `read-staged`, `connect` (to
-    /// `outside`, an address:port).
+    /// `outside`, an address:port), `progress-flood` (a million progress
+    /// reports in one call).
     attack: String,
     /// A granted directory, as the plugin sees it.
     granted: String,
@@ -55,6 +56,12 @@ impl Installer for Hostile {
                     .write_all(b"hello from the plugin")
                     .map_err(|e| e.to_string())?;
                 Ok(report(format!("connected to {}", p.outside)))
+            }
+            "progress-flood" => {
+                for i in 0..1_000_000u32 {
+                    progress((i % 101) as u8, "flooding\nfake line");
+                }
+                Ok(report("flooded".into()))
             }
             "write-granted" => write(&format!("{}/inside", p.granted)),
             "read-staged" => {
