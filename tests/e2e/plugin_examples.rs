@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ferry_e2e::plugins::system_program;
 use ferry_e2e::process::{Run, ferry, ferry_bin};
 use ferry_plugin::Manifest;
 
@@ -272,7 +273,8 @@ name = "my app"
         .expect("write scenario");
         path
     };
-    let install = scenario("install", "install", r#""true""#, r#""true""#, 8080);
+    let true_bin = format!("{:?}", system_program("true"));
+    let install = scenario("install", "install", &true_bin, r#""true""#, 8080);
     plugin_test(&plugin, &install).success();
     let written = "# myapp-config 2.0.0: written by ferry; edits are lost at the next install.\n\
                    name=my app\nport=8080\n";
@@ -297,7 +299,7 @@ name = "my app"
     let refused = scenario(
         "not granted",
         "install",
-        r#""true""#,
+        &true_bin,
         r#""systemctl", "restart", "myapp""#,
         9090,
     );
@@ -305,8 +307,10 @@ name = "my app"
     run.failure("1 of 1 cases failed");
     let stdout = run.stdout();
     assert!(
-        stdout
-            .contains(r#"command "systemctl" is not on this plugin's allow-list (granted: true)"#),
+        stdout.contains(&format!(
+            r#"command "systemctl" is not on this plugin's allow-list (granted: {})"#,
+            system_program("true")
+        )),
         "{stdout}"
     );
     assert!(stdout.contains("is back as it was"), "{stdout}");
@@ -319,7 +323,7 @@ name = "my app"
     let unasked = scenario(
         "not asked",
         "install",
-        r#""sh""#,
+        &format!("{:?}", system_program("sh")),
         &format!(r#""sh", "-c", "touch {}""#, marker.display()),
         9090,
     );

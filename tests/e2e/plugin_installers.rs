@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferry_e2e::plugins::registry;
+use ferry_e2e::plugins::{registry, system_program};
 use ferry_plugin::{
     Grant, InstallAction, InstallJob, InstallRequest, PluginSettings, Registry, StagedFile,
 };
@@ -57,7 +57,7 @@ impl Site {
             plugin.into(),
             Grant {
                 directories: vec![self.target.clone()],
-                commands: commands.iter().map(|c| c.to_string()).collect(),
+                commands: commands.iter().map(|c| system_program(c)).collect(),
                 ..Grant::default()
             },
         );

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ferry_e2e::plugins::{
-    candidate, election, engine, fixture_wasm, manifest, registry, write_plugin,
+    candidate, election, engine, fixture_wasm, manifest, registry, system_program, write_plugin,
 };
 use ferry_plugin::{
     Grant, InstallAction, InstallJob, InstallRequest, Kind, Manifest, Origin, Plugin, PluginError,
@@ -309,30 +309,77 @@ fn set_mode_through_a_symlink_out_of_the_grant_is_refused() {
 #[test]
 fn a_command_not_on_the_allow_list_is_refused() {
     let arena = Arena::new();
-    let err = arena.attack("command", &["true"]).expect_err("refused");
+    let (true_bin, touch_bin) = (system_program("true"), system_program("touch"));
+    let err = arena.attack("command", &[&true_bin]).expect_err("refused");
     let text = err.to_string();
     assert!(
         text.contains("\"touch\" is not on this plugin's allow-list"),
         "{text}"
     );
-    assert!(text.contains("granted: true"), "{text}");
+    assert!(text.contains(&format!("granted: {true_bin}")), "{text}");
     assert_eq!(arena.escaped(), Vec::<String>::new());
 
     // Granted by the node but not asked for by the plugin: still refused.
     let text = manifest("asks-nothing", "1.0.0", Kind::Installer, "");
     let grant = Grant {
-        commands: vec!["touch".into()],
+        commands: vec![touch_bin.clone()],
         ..Grant::default()
     };
     let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
     assert!(plugin.grant().commands.is_empty());
     assert!(plugin.grant().directories.is_empty());
 
-    // Granted and asked for: it runs (the control).
+    // Granted and asked for: it runs (the control), named by its file name.
     arena
-        .attack("command", &["touch"])
+        .attack("command", &[&touch_bin])
         .expect("granted command runs");
     assert_eq!(arena.escaped(), vec!["escaped-command".to_string()]);
+}
+
+/// An installer must not be able to write a program it may then run (it
+/// would run as the node's user): commands are granted by absolute path,
+/// and a grant set where a granted command, or a directory of the command
+/// search path, is writable through a granted directory does not load.
+#[test]
+fn an_installer_cannot_run_a_program_it_wrote() {
+    let arena = Arena::new();
+    let text = manifest(
+        "hostile",
+        "1.0.0",
+        Kind::Installer,
+        "[permissions]\ndirectories = true\ncommands = [\"*\"]",
+    );
+    let planted = arena.granted.join("tool");
+    std::fs::copy(system_program("true"), &planted).unwrap();
+    let refused = |directories: Vec<std::path::PathBuf>, commands: Vec<String>| {
+        let grant = Grant {
+            directories,
+            commands,
+            ..Grant::default()
+        };
+        load(&text, "hostile-installer", Some(&grant))
+            .expect_err("refused")
+            .to_string()
+    };
+    let err = refused(
+        vec![arena.granted.clone()],
+        vec![planted.display().to_string()],
+    );
+    assert!(err.contains("lies inside the granted directory"), "{err}");
+    let err = refused(vec!["/usr/local".into()], vec![system_program("true")]);
+    assert!(err.contains("/usr/local/sbin, where commands find"), "{err}");
+    let err = refused(vec![arena.granted.clone()], vec!["true".into()]);
+    assert!(err.contains("by absolute path"), "{err}");
+    assert!(err.contains(&system_program("true")), "{err}");
+
+    // Control: the same plugin with a command outside its directories loads.
+    let grant = Grant {
+        directories: vec![arena.granted.clone()],
+        commands: vec![system_program("true")],
+        ..Grant::default()
+    };
+    let plugin = load(&text, "hostile-installer", Some(&grant)).expect("loads");
+    assert_eq!(plugin.grant().commands, vec![system_program("true")]);
 }
 
 #[test]

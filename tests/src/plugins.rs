@@ -128,3 +128,14 @@ pub fn health(reachable: bool) -> SourceHealth {
         consecutive_failures: if reachable { 0 } else { 3 },
     }
 }
+
+/// The absolute path of a system program (commands are granted by path).
+pub fn system_program(name: &str) -> String {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no system program {name}"))
+        .display()
+        .to_string()
+}

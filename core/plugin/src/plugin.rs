@@ -1,7 +1,7 @@
 //! One loaded plugin: its manifest, its compiled component, and calls into
 //! it with the time and memory limits of its manifest, within the node's caps.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,10 @@ impl Plugin {
             })?
             .into();
         let grant = effective_grant(&manifest, grant.cloned().unwrap_or_default());
+        check_command_grants(&grant).map_err(|reason| PluginError::Grant {
+            plugin: name.clone(),
+            reason,
+        })?;
         let url_grants = grant
             .urls
             .iter()
@@ -661,7 +665,13 @@ fn effective_grant(manifest: &Manifest, granted: Grant) -> Grant {
         commands: granted
             .commands
             .into_iter()
-            .filter(|c| asked.commands.iter().any(|a| a == "*" || a == c))
+            .filter(|c| {
+                let file_name = Path::new(c).file_name().and_then(|n| n.to_str());
+                asked
+                    .commands
+                    .iter()
+                    .any(|a| a == "*" || a == c || Some(a.as_str()) == file_name)
+            })
             .collect(),
         hosts: granted
             .hosts
@@ -671,6 +681,54 @@ fn effective_grant(manifest: &Manifest, granted: Grant) -> Grant {
         // Mirrors are the node's to name; a plugin only chooses among them.
         urls: granted.urls,
     }
+}
+
+/// Refuses a grant that would let an installer run code of its own choosing:
+/// commands must be absolute paths, and neither a granted command nor any
+/// directory on the commands' search path may lie inside a directory the
+/// plugin may write (it could replace the program, or plant one that a
+/// granted program runs by name, and it would run as the node's user).
+fn check_command_grants(grant: &Grant) -> Result<(), String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let writable: Vec<PathBuf> = grant.directories.iter().map(|d| real(d)).collect();
+    let inside = |p: &Path| writable.iter().find(|d| p.starts_with(d)).cloned();
+    for command in &grant.commands {
+        let path = Path::new(command);
+        if !path.is_absolute() {
+            let found = crate::state::COMMAND_PATH
+                .split(':')
+                .map(|dir| Path::new(dir).join(command))
+                .find(|p| p.is_file());
+            let hint = match found {
+                Some(p) => format!("write {:?}", p.display().to_string()),
+                None => "write its absolute path".to_string(),
+            };
+            return Err(format!(
+                "commands are granted by absolute path, not by name: for {command:?}, {hint}"
+            ));
+        }
+        if let Some(dir) = inside(&real(path)) {
+            return Err(format!(
+                "the command {command} lies inside the granted directory {}, so the plugin \
+                 could replace it with a program of its own; grant a directory that holds no \
+                 granted command",
+                dir.display()
+            ));
+        }
+    }
+    if !grant.commands.is_empty() {
+        for dir in crate::state::COMMAND_PATH.split(':') {
+            if let Some(granted) = inside(&real(Path::new(dir))) {
+                return Err(format!(
+                    "{dir}, where commands find the programs they run, lies inside the granted \
+                     directory {}, so the plugin could plant a program a granted command runs; \
+                     grant narrower directories",
+                    granted.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a plan; drops URL sources the node did not grant (bytes from any

@@ -20,7 +20,7 @@ use crate::kind::Kind;
 /// outside-cap-bps = 128000
 ///
 /// [plugins.grants.command]        # what the plugin may touch, if it asks
-/// commands = ["systemctl"]
+/// commands = ["/usr/bin/systemctl"]
 /// directories = ["/srv/app"]
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,8 +149,9 @@ pub struct Grant {
     /// Directories it may read and write, absolute.
     #[serde(default)]
     pub directories: Vec<PathBuf>,
-    /// Programs it may run, by name (looked up in the system directories)
-    /// or absolute path, exactly as the plugin names them.
+    /// Programs it may run, by absolute path (the plugin names one by that
+    /// path or its file name). Refused at load if a granted directory holds
+    /// a granted program or a directory of the command search path.
     #[serde(default)]
     pub commands: Vec<String>,
     /// `address:port` pairs it may connect to.

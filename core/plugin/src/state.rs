@@ -27,7 +27,8 @@ pub(crate) const MAX_LOG_LINES_PER_CALL: usize = 200;
 /// cannot flood the operator's screen or the node's log.
 pub(crate) const MAX_PROGRESS_PER_CALL: usize = 1000;
 /// The `PATH` commands run with: system directories only.
-const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const COMMAND_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Receives an installer's progress reports.
 pub type ProgressSink = Arc<dyn Fn(&str, u8, &str) + Send + Sync>;
@@ -75,7 +76,7 @@ pub(crate) struct InstallerGrants {
     /// Directories it may write, as the plugin sees them (the same path as
     /// on the host).
     pub(crate) directories: Vec<PathBuf>,
-    /// Programs it may run.
+    /// Programs it may run, by absolute path.
     pub(crate) commands: Vec<String>,
     /// When the whole call must be over.
     pub(crate) deadline: Instant,
@@ -263,7 +264,18 @@ impl installer_host::Host for HostState {
         let Some(grants) = &self.installer else {
             return Err("only installers may run commands".into());
         };
-        if !grants.commands.contains(&program) {
+        // A program is named by its granted absolute path or by that path's
+        // file name; it runs by the absolute path, never found on PATH.
+        let resolved = grants
+            .commands
+            .iter()
+            .find(|c| {
+                c.as_str() == program
+                    || (!program.contains('/')
+                        && Path::new(c.as_str()).file_name() == Some(program.as_ref()))
+            })
+            .cloned();
+        let Some(path) = resolved else {
             let granted = if grants.commands.is_empty() {
                 "none".to_string()
             } else {
@@ -281,7 +293,7 @@ impl installer_host::Host for HostState {
                  [plugins.grants.{}] commands",
                 self.plugin
             ));
-        }
+        };
         let remaining = grants.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(format!(
@@ -289,7 +301,7 @@ impl installer_host::Host for HostState {
             ));
         }
         let timeout = Duration::from_millis(timeout_ms.into()).min(remaining);
-        run(&program, &args, timeout).map_err(|e| format!("{program}: {e}"))
+        run(&path, &args, timeout).map_err(|e| format!("{path}: {e}"))
     }
 
     fn set_mode(&mut self, path: String, mode: u32) -> Result<(), String> {

@@ -9,7 +9,7 @@
 //!
 //! [grant]                  # optional, installers: what the node grants
 //! directories = ["out"]    # relative to the scenario file, created if missing
-//! commands = ["true"]
+//! commands = ["/usr/bin/true"]  # by absolute path
 //!
 //! [[case]]
 //! name = "desktop beats laptop"
