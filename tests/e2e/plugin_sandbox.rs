@@ -367,7 +367,10 @@ fn an_installer_cannot_run_a_program_it_wrote() {
     );
     assert!(err.contains("lies inside the granted directory"), "{err}");
     let err = refused(vec!["/usr/local".into()], vec![system_program("true")]);
-    assert!(err.contains("/usr/local/sbin, where commands find"), "{err}");
+    assert!(
+        err.contains("/usr/local/sbin, where commands find"),
+        "{err}"
+    );
     let err = refused(vec![arena.granted.clone()], vec!["true".into()]);
     assert!(err.contains("by absolute path"), "{err}");
     assert!(err.contains(&system_program("true")), "{err}");
@@ -659,4 +662,140 @@ fn url_grants_are_parsed_not_prefixes() {
     )
     .expect_err("refused");
     assert!(err.to_string().contains("user names"), "{err}");
+}
+
+/// Waits inside the host end at the call's deadline: a granted host that
+/// accepts and never answers, and a FIFO nobody writes to. The node keeps
+/// answering, and the same waits succeed when the other side does answer.
+#[test]
+fn waits_inside_the_host_end_at_the_deadline() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let asking = || {
+        let text = manifest(
+            "hostile",
+            "1.0.0",
+            Kind::Election,
+            &format!(
+                "[permissions]\nhosts = [{addr:?}]\n[limits]\ntimeout-ms = 500\n[config]\nmode = \"ask-host\"\nhost = {addr:?}"
+            ),
+        );
+        let grant = Grant {
+            hosts: vec![addr.clone()],
+            ..Grant::default()
+        };
+        load(&text, "hostile-election", Some(&grant)).unwrap()
+    };
+    // The host accepts (the kernel's backlog does) and never answers.
+    let started = Instant::now();
+    let err = asking()
+        .elect(&volunteers())
+        .expect_err("abandoned")
+        .to_string();
+    let took = started.elapsed();
+    assert!(err.contains("waiting inside the host"), "{err}");
+    assert!(err.contains("500 ms"), "{err}");
+    assert!(took < Duration::from_secs(3), "returned after {took:?}");
+    // Control: a host that answers.
+    let answering = std::thread::spawn(move || {
+        let _silent_calls = listener.accept().unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"ok\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    assert_eq!(asking().elect(&volunteers()).expect("answered").value, "a");
+    answering.join().unwrap();
+
+    // An installer opening a FIFO nobody writes to.
+    let arena = Arena::new();
+    let fifo = arena.granted.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let text = manifest(
+        "hostile",
+        "1.0.0",
+        Kind::Installer,
+        "[permissions]\ndirectories = true\n[limits]\ntimeout-ms = 500",
+    );
+    let grant = Grant {
+        directories: vec![arena.granted.clone()],
+        ..Grant::default()
+    };
+    let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
+    let job = |attack: &str| InstallJob {
+        staged_dir: arena.staged.clone(),
+        request: InstallRequest {
+            package: "evil".into(),
+            version: "1.0.0".into(),
+            staged_dir: String::new(),
+            files: Vec::new(),
+            params: format!(
+                "attack = {attack:?}\ngranted = {:?}\noutside = \"/\"\n",
+                arena.granted.display().to_string()
+            ),
+            previous_version: None,
+        },
+        progress: None,
+    };
+    let started = Instant::now();
+    let err = plugin
+        .install(InstallAction::Install, &job("read-fifo"))
+        .expect_err("abandoned")
+        .to_string();
+    assert!(err.contains("waiting inside the host"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The node keeps answering: the same plugin runs its next call.
+    plugin
+        .install(InstallAction::Install, &job("write-granted"))
+        .expect("the next call runs");
+    // Control: a FIFO with a writer (a fresh one: the abandoned call's
+    // open still waits on the first).
+    let other = Arena::new();
+    let fifo = other.granted.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let grant = Grant {
+        directories: vec![other.granted.clone()],
+        ..Grant::default()
+    };
+    let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        // The reader may be gone already (EPIPE): the open is what counts.
+        let _ = f.write_all(b"hello");
+    });
+    let mut control = job("read-fifo");
+    control.staged_dir = other.staged.clone();
+    control.request.params = format!(
+        "attack = \"read-fifo\"\ngranted = {:?}\noutside = \"/\"\n",
+        other.granted.display().to_string()
+    );
+    // With a writer the open returns at once and the plugin gets its own
+    // answer (WASI reads files at offsets, which a pipe refuses with
+    // ESPIPE), not an abandoned call.
+    let started = Instant::now();
+    let answer = plugin.install(InstallAction::Install, &control);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    match answer {
+        Ok(read) => assert_eq!(read.value.message, "read 5 bytes from the fifo"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(
+                e.contains("fifo:") && !e.contains("waiting inside the host"),
+                "{e}"
+            );
+        }
+    }
+    writer.join().unwrap();
 }

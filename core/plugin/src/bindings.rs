@@ -1,6 +1,8 @@
 //! Host bindings generated from `sdk/wit`, the single source of the
 //! contract. The shared interfaces are generated once and reused by each
-//! world.
+//! world. Exports are called asynchronously, so a call waiting inside the
+//! host (WASI files and sockets) can be abandoned at its deadline; Ferry's
+//! own imports are quick or bound their own waits, and stay synchronous.
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
@@ -17,6 +19,7 @@ pub mod transport {
             "ferry:plugin/types": crate::bindings::ferry::plugin::types,
             "ferry:plugin/host": crate::bindings::ferry::plugin::host,
         },
+        exports: { default: async },
     });
 }
 
@@ -29,6 +32,7 @@ pub mod schedule {
             "ferry:plugin/types": crate::bindings::ferry::plugin::types,
             "ferry:plugin/host": crate::bindings::ferry::plugin::host,
         },
+        exports: { default: async },
     });
 }
 
@@ -41,6 +45,7 @@ pub mod election {
             "ferry:plugin/types": crate::bindings::ferry::plugin::types,
             "ferry:plugin/host": crate::bindings::ferry::plugin::host,
         },
+        exports: { default: async },
     });
 }
 
@@ -54,5 +59,6 @@ pub mod installer {
             "ferry:plugin/host": crate::bindings::ferry::plugin::host,
             "ferry:plugin/installer-host": crate::bindings::ferry::plugin::installer_host,
         },
+        exports: { default: async },
     });
 }

@@ -21,6 +21,11 @@ pub const TICK: Duration = Duration::from_millis(2);
 /// reports that the pool is exhausted.
 const POOL_INSTANCES: u32 = 256;
 
+/// Threads for blocking host work of plugin calls (file opens and reads). A
+/// call abandoned at its deadline may leave one blocked (a FIFO nobody
+/// writes); the pool bounds how many.
+const HOST_WAIT_THREADS: usize = 64;
+
 /// The engine and the compiled-code cache. Cheap to clone.
 #[derive(Clone)]
 pub struct PluginEngine {
@@ -32,6 +37,19 @@ struct Inner {
     cache_dir: Option<PathBuf>,
     compat: String,
     pooled: bool,
+    /// Drives what plugin calls wait on inside the host (WASI files and
+    /// sockets), so a call can be abandoned at its deadline.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Threads stuck in a host wait (a FIFO without a writer) must not
+        // hold up the node, and the engine may be dropped on an async thread.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl PluginEngine {
@@ -55,14 +73,40 @@ impl PluginEngine {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compat = format!("{:016x}", hasher.finish());
         start_ticker(&engine)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(HOST_WAIT_THREADS)
+            .thread_name("ferry-plugin-io")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                PluginError::Engine(format!("cannot start the plugin I/O runtime: {e}"))
+            })?;
         Ok(PluginEngine {
             inner: Arc::new(Inner {
                 engine,
                 cache_dir,
                 compat,
                 pooled,
+                runtime: Some(runtime),
             }),
         })
+    }
+
+    /// Runs a plugin call's future on the calling thread, with host waits
+    /// driven by the engine's runtime, and abandons it after `limit`
+    /// (`None`). Called from a thread that may block, never an async worker.
+    pub(crate) fn run_within<F: std::future::Future>(
+        &self,
+        limit: Duration,
+        future: F,
+    ) -> Option<F::Output> {
+        self.inner
+            .runtime
+            .as_ref()
+            .expect("the runtime lives as long as the engine")
+            .handle()
+            .block_on(async move { tokio::time::timeout(limit, future).await.ok() })
     }
 
     /// The wasmtime engine.

@@ -11,9 +11,10 @@
 //!   overrides them and is reloaded while the node runs, and the fallback to
 //!   the built-in when a site plugin fails.
 //!
-//! Calls block (installers may run for minutes, and WASI's synchronous
-//! calls drive their own futures): from async code, make them on a blocking
-//! thread (`tokio::task::spawn_blocking`), never on an async worker.
+//! Calls block the calling thread (installers may run for minutes; the
+//! engine's own runtime drives what a call waits on inside the host, so it
+//! can be abandoned at its deadline): from async code, make them on a
+//! blocking thread (`tokio::task::spawn_blocking`), never on an async worker.
 //!
 //! ```no_run
 //! use ferry_plugin::{PluginEngine, PluginSettings, Registry};

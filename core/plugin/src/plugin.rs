@@ -35,6 +35,9 @@ pub use crate::bindings::transport::exports::ferry::plugin::transport::{
 pub const STAGED_DIR: &str = "/ferry/staged";
 /// Idle instances kept per policy plugin for reuse.
 const MAX_IDLE: usize = 8;
+/// How much longer than its time limit a call waiting inside the host is
+/// given before it is abandoned.
+const HOST_WAIT_GRACE: Duration = Duration::from_millis(200);
 /// The most data the host takes from a plugin in one call.
 const MAX_HOSTCALL_BYTES: usize = 16 * 1024 * 1024;
 
@@ -247,8 +250,8 @@ impl Plugin {
 
     /// Decides a transport plan.
     pub fn plan(&self, request: &TransportRequest) -> Result<Answer<TransportPlan>, PluginError> {
-        let answer = self.call_policy("plan", |store, bound| match bound {
-            Bound::Transport(b) => b.ferry_plugin_transport().call_plan(store, request),
+        let answer = self.call_policy("plan", async |store, bound| match bound {
+            Bound::Transport(b) => b.ferry_plugin_transport().call_plan(store, request).await,
             _ => Ok(Err(wrong_kind())),
         })?;
         let mut answer = answer;
@@ -261,8 +264,8 @@ impl Plugin {
         &self,
         request: &ScheduleRequest,
     ) -> Result<Answer<ScheduleDecision>, PluginError> {
-        let answer = self.call_policy("decide", |store, bound| match bound {
-            Bound::Schedule(b) => b.ferry_plugin_schedule().call_decide(store, request),
+        let answer = self.call_policy("decide", async |store, bound| match bound {
+            Bound::Schedule(b) => b.ferry_plugin_schedule().call_decide(store, request).await,
             _ => Ok(Err(wrong_kind())),
         })?;
         check_schedule(self, request, &answer.value)?;
@@ -271,8 +274,8 @@ impl Plugin {
 
     /// Elects a representative.
     pub fn elect(&self, request: &ElectionRequest) -> Result<Answer<String>, PluginError> {
-        let answer = self.call_policy("elect", |store, bound| match bound {
-            Bound::Election(b) => b.ferry_plugin_election().call_elect(store, request),
+        let answer = self.call_policy("elect", async |store, bound| match bound {
+            Bound::Election(b) => b.ferry_plugin_election().call_elect(store, request).await,
             _ => Ok(Err(wrong_kind())),
         })?;
         if !request.volunteers.iter().any(|c| c.id == answer.value) {
@@ -298,39 +301,47 @@ impl Plugin {
             InstallAction::Install => "install",
             InstallAction::Uninstall => "uninstall",
         };
-        self.call_installer(call, job, |store, bindings, request| {
+        self.call_installer(call, job, async |store, bindings, request| {
             let guest = bindings.ferry_plugin_install();
             match action {
-                InstallAction::Install => guest.call_install(store, request),
-                InstallAction::Uninstall => guest.call_uninstall(store, request),
+                InstallAction::Install => guest.call_install(store, request).await,
+                InstallAction::Uninstall => guest.call_uninstall(store, request).await,
             }
         })
     }
 
     /// Checks what an install put in place.
     pub fn verify(&self, job: &InstallJob) -> Result<Answer<VerifyReport>, PluginError> {
-        self.call_installer("verify", job, |store, bindings, request| {
-            bindings.ferry_plugin_install().call_verify(store, request)
+        self.call_installer("verify", job, async |store, bindings, request| {
+            bindings
+                .ferry_plugin_install()
+                .call_verify(store, request)
+                .await
         })
     }
 
     /// Runs a policy call on a reused instance (or a new one), within the
-    /// plugin's time budget. A trapped instance is dropped, never reused.
+    /// plugin's time budget. A trapped or abandoned instance is dropped,
+    /// never reused.
     fn call_policy<T>(
         &self,
         call: &'static str,
-        f: impl FnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Result<T, String>>,
+        f: impl AsyncFnOnce(&mut Store<HostState>, &Bound) -> wasmtime::Result<Result<T, String>>,
     ) -> Result<Answer<T>, PluginError> {
         let reused = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut instance = match reused {
-            Some(instance) => instance,
-            None => self.instantiate_policy(call)?,
-        };
-        instance.store.set_epoch_deadline(self.ticks());
-        instance.store.data_mut().begin_call();
-        let outcome = f(&mut instance.store, &instance.bound);
-        instance.store.data_mut().end_call();
-        let logs = std::mem::take(&mut instance.store.data_mut().logs);
+        let waited = self.engine.run_within(self.wait_limit(), async {
+            let mut instance = match reused {
+                Some(instance) => instance,
+                None => self.instantiate_policy(call).await?,
+            };
+            instance.store.set_epoch_deadline(self.ticks());
+            instance.store.data_mut().begin_call();
+            let outcome = f(&mut instance.store, &instance.bound).await;
+            instance.store.data_mut().end_call();
+            let logs = std::mem::take(&mut instance.store.data_mut().logs);
+            Ok::<_, PluginError>((instance, outcome, logs))
+        });
+        let (instance, outcome, logs) = waited.ok_or_else(|| self.abandoned(call))??;
         match outcome {
             Ok(result) => {
                 if let Ok(mut idle) = self.idle.lock()
@@ -354,15 +365,18 @@ impl Plugin {
         }
     }
 
-    fn instantiate_policy(&self, call: &'static str) -> Result<PolicyInstance, PluginError> {
+    async fn instantiate_policy(&self, call: &'static str) -> Result<PolicyInstance, PluginError> {
         let mut wasi = WasiCtx::builder();
         self.allow_hosts(&mut wasi);
         let mut store = self.store(wasi.build(), self.capture_logs);
         store.set_epoch_deadline(self.ticks());
         let bound = match &self.pre {
-            Pre::Transport(pre) => pre.instantiate(&mut store).map(Bound::Transport),
-            Pre::Schedule(pre) => pre.instantiate(&mut store).map(Bound::Schedule),
-            Pre::Election(pre) => pre.instantiate(&mut store).map(Bound::Election),
+            Pre::Transport(pre) => pre
+                .instantiate_async(&mut store)
+                .await
+                .map(Bound::Transport),
+            Pre::Schedule(pre) => pre.instantiate_async(&mut store).await.map(Bound::Schedule),
+            Pre::Election(pre) => pre.instantiate_async(&mut store).await.map(Bound::Election),
             Pre::Installer(_) => {
                 return Err(self.failed(call, "an installer has no policy calls".into()));
             }
@@ -377,7 +391,7 @@ impl Plugin {
         &self,
         call: &'static str,
         job: &InstallJob,
-        f: impl FnOnce(
+        f: impl AsyncFnOnce(
             &mut Store<HostState>,
             &installer::Installer,
             &InstallRequest,
@@ -420,16 +434,20 @@ impl Plugin {
             progress: job.progress.clone(),
         });
         store.set_epoch_deadline(self.ticks());
-        let bindings = match pre.instantiate(&mut store) {
-            Ok(b) => b,
-            Err(trap) => return Err(self.trapped(call, &store, trap)),
-        };
         let mut request = job.request.clone();
         request.staged_dir = STAGED_DIR.to_string();
-        store.data_mut().begin_call();
-        let outcome = f(&mut store, &bindings, &request);
-        store.data_mut().end_call();
-        let logs = std::mem::take(&mut store.data_mut().logs);
+        let waited = self.engine.run_within(self.wait_limit(), async {
+            let bindings = match pre.instantiate_async(&mut store).await {
+                Ok(b) => b,
+                Err(trap) => return Err(self.trapped(call, &store, trap)),
+            };
+            store.data_mut().begin_call();
+            let outcome = f(&mut store, &bindings, &request).await;
+            store.data_mut().end_call();
+            let logs = std::mem::take(&mut store.data_mut().logs);
+            Ok((outcome, logs))
+        });
+        let (outcome, logs) = waited.ok_or_else(|| self.abandoned(call))??;
         match outcome {
             Ok(Ok(value)) => Ok(Answer { value, logs }),
             Ok(Err(reason)) => Err(self.failed(
@@ -442,6 +460,26 @@ impl Plugin {
             )),
             Err(trap) => Err(self.with_logs(self.trapped(call, &store, trap), &logs)),
         }
+    }
+
+    /// How long a call may take before it is abandoned: its time limit,
+    /// and a little more so a running plugin is stopped by its epoch
+    /// deadline (with a clearer reason) before this.
+    fn wait_limit(&self) -> Duration {
+        Duration::from_millis(self.limits.timeout_ms) + HOST_WAIT_GRACE
+    }
+
+    /// The error of a call abandoned at its deadline while it waited inside
+    /// the host, where the epoch deadline cannot stop it.
+    fn abandoned(&self, call: &'static str) -> PluginError {
+        self.failed(
+            call,
+            format!(
+                "did not return within its time limit of {} ms (set by {}): it was waiting \
+                 inside the host (on a file, pipe or socket) and the call was abandoned",
+                self.limits.timeout_ms, self.limits.timeout_set_by
+            ),
+        )
     }
 
     /// Adds the last captured log lines to a failed call's reason.
@@ -590,7 +628,7 @@ fn link(
         reason: format!("its imports cannot be satisfied: {e:#}"),
     };
     let mut linker: Linker<HostState> = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(invalid)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(invalid)?;
     forbid_timers(&mut linker).map_err(invalid)?;
     use wasmtime::component::HasSelf;
     let pre = match kind {
@@ -634,10 +672,9 @@ fn link(
     Ok(pre)
 }
 
-/// Replaces WASI's timers with ones that trap. A plugin waiting in a timer
-/// waits inside the host, where the epoch deadline cannot stop it (it only
-/// interrupts running WebAssembly); decisions have no reason to sleep, and
-/// installers wait for things through `run-command`, which has a timeout.
+/// Replaces WASI's timers with ones that trap: decisions have no reason to
+/// sleep, and installers wait for things through `run-command`, which has a
+/// timeout. (A call waiting in the host anyway is abandoned at its deadline.)
 fn forbid_timers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;

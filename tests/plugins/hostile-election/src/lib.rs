@@ -8,8 +8,12 @@ use serde::Deserialize;
 struct Config {
     /// `smallest`, `largest`, `spin`, `sleep`, `membomb`, `panic`, `stranger`,
     /// `loud-error` (15 MiB of error text that tries to forge lines),
-    /// `forged-winner` (a winner id that tries the same).
+    /// `forged-winner` (a winner id that tries the same), `ask-host` (reads
+    /// a line from `host`, then elects the smallest id).
     mode: String,
+    /// An `address:port` for `ask-host`.
+    #[serde(default)]
+    host: String,
 }
 
 /// The plugin.
@@ -45,6 +49,14 @@ impl ElectionPolicy for Hostile {
                 "it broke\nferry: all plugins healthy \u{1b}[32mOK\u{1b}[0m\rover\u{202e}desrever{}",
                 "x".repeat(15 << 20)
             )),
+            "ask-host" => {
+                use std::io::Read;
+                let mut stream = std::net::TcpStream::connect(config.host.as_str())
+                    .map_err(|e| format!("connect {}: {e}", config.host))?;
+                let mut answer = [0u8; 3];
+                stream.read_exact(&mut answer).map_err(|e| e.to_string())?;
+                ids.first().cloned().ok_or_else(|| "no volunteers".into())
+            }
             "forged-winner" => Ok("a\n\u{1b}[2Kelected a\u{202e}".repeat(1000)),
             other => Err(format!("unknown mode {other}")),
         }

@@ -11,7 +11,7 @@ struct Params {
     /// `dotdot`, `absolute`, `symlink`, `read-outside`, `command`,
     /// `set-mode-outside`, `write-granted`, `read-staged`, `connect` (to
     /// `outside`, an address:port), `progress-flood` (a million progress
-    /// reports in one call).
+    /// reports in one call), `read-fifo` (reads `granted/fifo`).
     attack: String,
     /// A granted directory, as the plugin sees it.
     granted: String,
@@ -57,6 +57,9 @@ impl Installer for Hostile {
                     .map_err(|e| e.to_string())?;
                 Ok(report(format!("connected to {}", p.outside)))
             }
+            "read-fifo" => std::fs::read(format!("{}/fifo", p.granted))
+                .map(|b| report(format!("read {} bytes from the fifo", b.len())))
+                .map_err(|e| format!("fifo: {e}")),
             "progress-flood" => {
                 for i in 0..1_000_000u32 {
                     progress((i % 101) as u8, "flooding\nfake line");
