@@ -799,3 +799,34 @@ fn waits_inside_the_host_end_at_the_deadline() {
     }
     writer.join().unwrap();
 }
+
+/// A command that starts a daemon in a new session (out of its process
+/// group) leaves nothing running when the call ends, and its output comes
+/// back although the daemon held the pipe.
+#[test]
+fn what_a_command_starts_is_gone_when_the_call_ends() {
+    let arena = Arena::new();
+    let started = Instant::now();
+    let out = arena
+        .attack("daemon", &[&system_program("sh")])
+        .expect("the command ran");
+    assert_eq!(out, "started");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let pid: u32 = std::fs::read_to_string(arena.granted.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Gone, or a zombie waiting for init to reap it: not running.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()));
+    assert!(
+        matches!(state, None | Some('Z') | Some('X')),
+        "the daemon {pid} is still running (state {state:?})"
+    );
+}

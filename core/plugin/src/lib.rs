@@ -27,6 +27,7 @@
 //! ```
 
 mod bindings;
+mod cgroup;
 pub mod contract;
 mod engine;
 mod error;

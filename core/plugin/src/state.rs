@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::ferry::plugin::installer_host::CommandOutput;
 use crate::bindings::ferry::plugin::types::LogLevel;
 use crate::bindings::ferry::plugin::{host, installer_host, types};
+use crate::cgroup::{CommandCgroup, join_from_child};
 use crate::text::{MAX_SHORT_TEXT, plugin_text};
 
 /// The most output kept of each stream of a command.
@@ -384,6 +385,17 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 /// Runs a granted program without a shell, with a clean environment, in a
 /// process group of its own that is killed whole at `timeout`.
 fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<CommandOutput> {
+    let cgroup = CommandCgroup::create();
+    if cgroup.is_none() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "no writable cgroup for installer commands: what a command starts in a new \
+                 session (setsid) can outlive the call; run the node as root or with a \
+                 delegated cgroup"
+            )
+        });
+    }
     let mut command = Command::new(program);
     command
         .args(args)
@@ -393,16 +405,27 @@ fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<Com
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let mut child = command.spawn()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    if let Some(out) = child.stdout.take() {
-        capture(out, 0, tx.clone());
+    if let Some(cgroup) = &cgroup {
+        let procs = cgroup.procs_file();
+        // SAFETY: the hook only opens, writes and closes a file.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                join_from_child(&procs)
+            });
+        }
     }
-    if let Some(err) = child.stderr.take() {
-        capture(err, 1, tx);
-    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.kill_all();
+            }
+            return Err(e);
+        }
+    };
+    let out = capture(child.stdout.take());
+    let err = capture(child.stderr.take());
     let status = match child.wait_timeout(timeout)? {
         Some(status) => status.code().unwrap_or(-1),
         None => {
@@ -411,23 +434,37 @@ fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<Com
             -1
         }
     };
-    // What it started in its group does not outlive it. (A daemon meant to
-    // stay detaches into a session of its own, as daemons do.)
+    // What it started does not outlive it: its process group, and in its
+    // cgroup even what left the group (a daemon that called setsid).
     kill_group(&mut child);
-    let mut streams = [Vec::new(), Vec::new()];
-    let until = Instant::now() + OUTPUT_GRACE;
-    for _ in 0..2 {
-        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-            Ok((i, bytes)) => streams[i] = bytes,
-            Err(_) => break,
-        }
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all();
     }
-    let [stdout, stderr] = streams;
+    // Once everything holding the pipes is gone they end; without a cgroup
+    // a survivor may keep them open, so take what arrived within the grace.
+    let until = Instant::now() + OUTPUT_GRACE;
     Ok(CommandOutput {
         status,
-        stdout,
-        stderr,
+        stdout: out.collect(until),
+        stderr: err.collect(until),
     })
+}
+
+/// A command's output stream, read on a thread of its own into a buffer
+/// that can be taken before the stream ends.
+struct Captured {
+    kept: Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Captured {
+    /// What was read, once the stream ended or `until` passed.
+    fn collect(self, until: Instant) -> Vec<u8> {
+        let _ = self
+            .done
+            .recv_timeout(until.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Kills the command and everything it started in its process group.
@@ -446,18 +483,28 @@ fn kill_group(child: &mut std::process::Child) {
 }
 
 /// Reads a stream on its own thread, keeping the first MiB and draining the
-/// rest so the command never blocks on a full pipe; sends what it kept.
-fn capture(
-    mut stream: impl Read + Send + 'static,
-    index: usize,
-    done: std::sync::mpsc::Sender<(usize, Vec<u8>)>,
-) {
-    std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let _ = (&mut stream)
-            .take(MAX_COMMAND_OUTPUT)
-            .read_to_end(&mut kept);
-        let _ = std::io::copy(&mut stream, &mut std::io::sink());
-        let _ = done.send((index, kept));
-    });
+/// rest so the command never blocks on a full pipe.
+fn capture(stream: Option<impl Read + Send + 'static>) -> Captured {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (done_tx, done) = std::sync::mpsc::channel();
+    if let Some(mut stream) = stream {
+        let buffer = kept.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut kept = buffer.lock().unwrap_or_else(|p| p.into_inner());
+                        let room = (MAX_COMMAND_OUTPUT as usize).saturating_sub(kept.len());
+                        kept.extend_from_slice(&chunk[..n.min(room)]);
+                    }
+                }
+            }
+            let _ = done_tx.send(());
+        });
+    } else {
+        let _ = done_tx.send(());
+    }
+    Captured { kept, done }
 }

@@ -11,7 +11,9 @@ struct Params {
     /// `dotdot`, `absolute`, `symlink`, `read-outside`, `command`,
     /// `set-mode-outside`, `write-granted`, `read-staged`, `connect` (to
     /// `outside`, an address:port), `progress-flood` (a million progress
-    /// reports in one call), `read-fifo` (reads `granted/fifo`).
+    /// reports in one call), `read-fifo` (reads `granted/fifo`), `daemon`
+    /// (`sh` starts a process in a new session that keeps the output pipe
+    /// and writes its pid to `granted/daemon.pid`).
     attack: String,
     /// A granted directory, as the plugin sees it.
     granted: String,
@@ -56,6 +58,17 @@ impl Installer for Hostile {
                     .write_all(b"hello from the plugin")
                     .map_err(|e| e.to_string())?;
                 Ok(report(format!("connected to {}", p.outside)))
+            }
+            "daemon" => {
+                let script = format!(
+                    "setsid sh -c 'echo $$ > {g}/daemon.pid; exec sleep 300' & \
+                     while [ ! -s {g}/daemon.pid ]; do sleep 0.01; done; echo started",
+                    g = p.granted
+                );
+                let out = run_command("sh", &["-c".into(), script], 10_000)?;
+                Ok(report(
+                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                ))
             }
             "read-fifo" => std::fs::read(format!("{}/fifo", p.granted))
                 .map(|b| report(format!("read {} bytes from the fifo", b.len())))
