@@ -830,3 +830,36 @@ fn what_a_command_starts_is_gone_when_the_call_ends() {
         "the daemon {pid} is still running (state {state:?})"
     );
 }
+
+/// An installer cannot leave a symlink that leads out of its grant (the
+/// node and other programs would follow it later): it is removed and the
+/// call fails. Symlinks inside the grant, and an operator's own symlinks
+/// made before the call, stay.
+#[test]
+fn an_installer_cannot_leave_a_symlink_out_of_its_grant() {
+    let arena = Arena::new();
+    let err = arena
+        .attack("plant-symlink", &[])
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("left symlinks pointing outside") && err.contains("p-shadow"),
+        "{err}"
+    );
+    assert!(
+        std::fs::symlink_metadata(arena.granted.join("p-shadow")).is_err(),
+        "the symlink stayed"
+    );
+    assert!(
+        std::fs::symlink_metadata(arena.granted.join("link-out")).is_ok(),
+        "the operator's symlink was removed"
+    );
+    // Control: a symlink inside the grant is kept.
+    arena
+        .attack("inner-symlink", &[])
+        .expect("a symlink inside the grant");
+    assert_eq!(
+        std::fs::read_link(arena.granted.join("current")).unwrap(),
+        std::path::PathBuf::from("inside")
+    );
+}

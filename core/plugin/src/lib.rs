@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod kind;
 mod manifest;
+mod outward;
 mod plugin;
 mod registry;
 mod settings;

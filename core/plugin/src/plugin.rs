@@ -16,6 +16,7 @@ use crate::engine::{PluginEngine, TICK};
 use crate::error::PluginError;
 use crate::kind::Kind;
 use crate::manifest::{EffectiveLimits, Manifest};
+use crate::outward::remove_outward_symlinks;
 use crate::settings::{Grant, LimitCaps, UrlGrant};
 use crate::state::{HostState, InstallerGrants, LogLine, ProgressSink};
 use crate::text::{MAX_ERROR_TEXT, MAX_SHORT_TEXT, plugin_text};
@@ -436,6 +437,8 @@ impl Plugin {
         store.set_epoch_deadline(self.ticks());
         let mut request = job.request.clone();
         request.staged_dir = STAGED_DIR.to_string();
+        // File times come from the kernel's coarse clock, a tick behind.
+        let call_started = std::time::SystemTime::now() - Duration::from_millis(20);
         let waited = self.engine.run_within(self.wait_limit(), async {
             let bindings = match pre.instantiate_async(&mut store).await {
                 Ok(b) => b,
@@ -447,7 +450,17 @@ impl Plugin {
             let logs = std::mem::take(&mut store.data_mut().logs);
             Ok((outcome, logs))
         });
+        let removed = remove_outward_symlinks(&self.grant.directories, call_started);
         let (outcome, logs) = waited.ok_or_else(|| self.abandoned(call))??;
+        if !removed.is_empty() {
+            return Err(self.failed(
+                call,
+                format!(
+                    "left symlinks pointing outside its granted directories (removed): {}",
+                    plugin_text(&removed.join(", "), MAX_ERROR_TEXT)
+                ),
+            ));
+        }
         match outcome {
             Ok(Ok(value)) => Ok(Answer { value, logs }),
             Ok(Err(reason)) => Err(self.failed(

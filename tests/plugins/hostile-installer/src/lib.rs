@@ -13,7 +13,9 @@ struct Params {
     /// `outside`, an address:port), `progress-flood` (a million progress
     /// reports in one call), `read-fifo` (reads `granted/fifo`), `daemon`
     /// (`sh` starts a process in a new session that keeps the output pipe
-    /// and writes its pid to `granted/daemon.pid`).
+    /// and writes its pid to `granted/daemon.pid`), `plant-symlink`
+    /// (`granted/p-shadow` pointing at /etc/shadow through `..`),
+    /// `inner-symlink` (`granted/current` pointing at `inside`, in the grant).
     attack: String,
     /// A granted directory, as the plugin sees it.
     granted: String,
@@ -23,6 +25,28 @@ struct Params {
 
 /// The plugin.
 pub struct Hostile;
+
+// wasi-libc's symlink(2); Rust's own wrapper for WASI is unstable.
+unsafe extern "C" {
+    #[link_name = "symlink"]
+    fn wasi_symlink(target: *const core::ffi::c_char, link: *const core::ffi::c_char) -> i32;
+}
+
+/// Creates `link` pointing at `target`.
+fn symlink(target: &str, link: &str) -> Result<InstallReport, String> {
+    let (t, l) = (
+        std::ffi::CString::new(target).map_err(|e| e.to_string())?,
+        std::ffi::CString::new(link).map_err(|e| e.to_string())?,
+    );
+    // SAFETY: two valid NUL-terminated strings.
+    if unsafe { wasi_symlink(t.as_ptr(), l.as_ptr()) } != 0 {
+        return Err(format!(
+            "symlink {link}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(report(format!("linked {link} -> {target}")))
+}
 
 fn report(message: String) -> InstallReport {
     InstallReport {
@@ -59,6 +83,11 @@ impl Installer for Hostile {
                     .map_err(|e| e.to_string())?;
                 Ok(report(format!("connected to {}", p.outside)))
             }
+            "plant-symlink" => symlink(
+                "../../../../../../../../etc/shadow",
+                &format!("{}/p-shadow", p.granted),
+            ),
+            "inner-symlink" => symlink("inside", &format!("{}/current", p.granted)),
             "daemon" => {
                 let script = format!(
                     "setsid sh -c 'echo $$ > {g}/daemon.pid; exec sleep 300' & \
