@@ -536,7 +536,7 @@ fn the_nodes_caps_win_over_what_a_plugin_asks_for() {
     let node = |caps: LimitCaps| caps.or_defaults(Kind::Election);
     let capped = hostile_election("spin", "timeout-ms = 20000").with_caps(&node(LimitCaps {
         timeout_ms: Some(100),
-        memory_mib: None,
+        ..LimitCaps::default()
     }));
     let started = Instant::now();
     let err = capped
@@ -552,8 +552,8 @@ fn the_nodes_caps_win_over_what_a_plugin_asks_for() {
 
     let bomb = hostile_election("membomb", "memory-mib = 512\ntimeout-ms = 5000").with_caps(&node(
         LimitCaps {
-            timeout_ms: None,
             memory_mib: Some(16),
+            ..LimitCaps::default()
         },
     ));
     let err = bomb.elect(&volunteers()).expect_err("stopped").to_string();
@@ -589,7 +589,7 @@ fn the_nodes_caps_win_over_what_a_plugin_asks_for() {
         Kind::Election,
         LimitCaps {
             timeout_ms: Some(150),
-            memory_mib: None,
+            ..LimitCaps::default()
         },
     );
     let registry = registry(settings);
@@ -862,4 +862,76 @@ fn an_installer_cannot_leave_a_symlink_out_of_its_grant() {
         std::fs::read_link(arena.granted.join("current")).unwrap(),
         std::path::PathBuf::from("inside")
     );
+}
+
+/// An installer cannot fill the disk or its inodes: a call that adds more
+/// than its budget to the disks of its grants is stopped.
+#[test]
+fn an_installer_cannot_fill_the_disk() {
+    use ferry_plugin::LimitCaps;
+    let arena = Arena::new();
+    let text = manifest(
+        "hostile",
+        "1.0.0",
+        Kind::Installer,
+        "[permissions]\ndirectories = true\n[limits]\ntimeout-ms = 60000",
+    );
+    let grant = Grant {
+        directories: vec![arena.granted.clone()],
+        ..Grant::default()
+    };
+    let plugin = load(&text, "hostile-installer", Some(&grant))
+        .unwrap()
+        .with_caps(
+            &LimitCaps {
+                write_mib: Some(8),
+                write_files: Some(200),
+                ..LimitCaps::default()
+            }
+            .or_defaults(Kind::Installer),
+        );
+    let job = |attack: &str| InstallJob {
+        staged_dir: arena.staged.clone(),
+        request: InstallRequest {
+            package: "evil".into(),
+            version: "1.0.0".into(),
+            staged_dir: String::new(),
+            files: Vec::new(),
+            params: format!(
+                "attack = {attack:?}\ngranted = {:?}\noutside = \"/\"\n",
+                arena.granted.display().to_string()
+            ),
+            previous_version: None,
+        },
+        progress: None,
+    };
+    let count = |prefix: &str| {
+        std::fs::read_dir(&arena.granted)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| e.metadata().unwrap().len())
+            .fold((0u64, 0u64), |(n, bytes), len| (n + 1, bytes + len))
+    };
+
+    let err = plugin
+        .install(InstallAction::Install, &job("fill-disk"))
+        .expect_err("stopped")
+        .to_string();
+    assert!(err.contains("over its budget of 8 MiB"), "{err}");
+    let (_, bytes) = count("fill-");
+    assert!(bytes < 128 << 20, "{} MiB written of 256", bytes >> 20);
+
+    let err = plugin
+        .install(InstallAction::Install, &job("fill-inodes"))
+        .expect_err("stopped")
+        .to_string();
+    assert!(err.contains("over its budget of 200"), "{err}");
+    let (files, _) = count("inode-");
+    assert!(files < 20_000, "{files} files made of 100,000");
+
+    // Control: a small write within the budget.
+    plugin
+        .install(InstallAction::Install, &job("write-granted"))
+        .expect("within the budget");
 }

@@ -27,6 +27,7 @@
 //! ```
 
 mod bindings;
+mod budget;
 mod cgroup;
 pub mod contract;
 mod engine;

@@ -66,6 +66,14 @@ pub struct Limits {
     /// Time per call, in milliseconds.
     #[serde(default = "Limits::default_timeout")]
     pub timeout_ms: u64,
+    /// Installers: bytes one call may add to the disks of its granted
+    /// directories, in MiB (absent: what the node allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_mib: Option<u64>,
+    /// Installers: files (inodes) one call may create there (absent: what
+    /// the node allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_files: Option<u64>,
 }
 
 impl Limits {
@@ -109,6 +117,10 @@ pub struct EffectiveLimits {
     pub timeout_ms: u64,
     /// Who set `timeout_ms`.
     pub timeout_set_by: LimitSource,
+    /// Installers: MiB one call may add to the disks of its grants.
+    pub write_mib: u64,
+    /// Installers: files one call may create there.
+    pub write_files: u64,
 }
 
 impl EffectiveLimits {
@@ -122,11 +134,19 @@ impl EffectiveLimits {
             Some(cap) if cap < asked.timeout_ms => (cap.max(1), LimitSource::Node),
             _ => (asked.timeout_ms, LimitSource::Plugin),
         };
+        let capped = |asked: Option<u64>, cap: Option<u64>| match (asked, cap) {
+            (Some(a), Some(c)) => a.min(c),
+            (Some(a), None) => a,
+            (None, Some(c)) => c,
+            (None, None) => u64::MAX,
+        };
         EffectiveLimits {
             memory_mib,
             memory_set_by,
             timeout_ms,
             timeout_set_by,
+            write_mib: capped(asked.write_mib, caps.write_mib),
+            write_files: capped(asked.write_files, caps.write_files),
         }
     }
 }
@@ -137,7 +157,15 @@ impl std::fmt::Display for EffectiveLimits {
             f,
             "{} MiB memory (set by {}), {} ms per call (set by {})",
             self.memory_mib, self.memory_set_by, self.timeout_ms, self.timeout_set_by
-        )
+        )?;
+        if self.write_mib != u64::MAX || self.write_files != u64::MAX {
+            write!(
+                f,
+                ", writes up to {} MiB and {} files per call",
+                self.write_mib, self.write_files
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -146,6 +174,8 @@ impl Default for Limits {
         Limits {
             memory_mib: Self::default_memory(),
             timeout_ms: Self::default_timeout(),
+            write_mib: None,
+            write_files: None,
         }
     }
 }

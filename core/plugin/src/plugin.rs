@@ -11,6 +11,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::bindings::{election, installer, schedule, transport};
+use crate::budget::DiskBudget;
 use crate::contract::{self, Interfaces};
 use crate::engine::{PluginEngine, TICK};
 use crate::error::PluginError;
@@ -439,16 +440,27 @@ impl Plugin {
         request.staged_dir = STAGED_DIR.to_string();
         // File times come from the kernel's coarse clock, a tick behind.
         let call_started = std::time::SystemTime::now() - Duration::from_millis(20);
+        let budget = DiskBudget::start(
+            &self.grant.directories,
+            self.limits.write_mib,
+            self.limits.write_files,
+        );
         let waited = self.engine.run_within(self.wait_limit(), async {
-            let bindings = match pre.instantiate_async(&mut store).await {
-                Ok(b) => b,
-                Err(trap) => return Err(self.trapped(call, &store, trap)),
+            let installing = async {
+                let bindings = match pre.instantiate_async(&mut store).await {
+                    Ok(b) => b,
+                    Err(trap) => return Err(self.trapped(call, &store, trap)),
+                };
+                store.data_mut().begin_call();
+                let outcome = f(&mut store, &bindings, &request).await;
+                store.data_mut().end_call();
+                let logs = std::mem::take(&mut store.data_mut().logs);
+                Ok((outcome, logs))
             };
-            store.data_mut().begin_call();
-            let outcome = f(&mut store, &bindings, &request).await;
-            store.data_mut().end_call();
-            let logs = std::mem::take(&mut store.data_mut().logs);
-            Ok((outcome, logs))
+            tokio::select! {
+                done = installing => done,
+                over = budget.watch() => Err(self.failed(call, format!("{over}; it was stopped"))),
+            }
         });
         let removed = remove_outward_symlinks(&self.grant.directories, call_started);
         let (outcome, logs) = waited.ok_or_else(|| self.abandoned(call))??;

@@ -87,6 +87,10 @@ impl PluginSettings {
 /// [plugins.limits.election]
 /// timeout-ms = 500
 /// memory-mib = 64
+///
+/// [plugins.limits.installer]
+/// write-mib = 2048     # what one call may add to the disks of its grants
+/// write-files = 50000
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -97,6 +101,12 @@ pub struct LimitCaps {
     /// Most linear memory, in MiB.
     #[serde(default)]
     pub memory_mib: Option<u32>,
+    /// Installers: most MiB one call may add to the disks of its grants.
+    #[serde(default)]
+    pub write_mib: Option<u64>,
+    /// Installers: most files one call may create there.
+    #[serde(default)]
+    pub write_files: Option<u64>,
 }
 
 impl LimitCaps {
@@ -106,21 +116,28 @@ impl LimitCaps {
         LimitCaps {
             timeout_ms: self.timeout_ms.or(default.timeout_ms),
             memory_mib: self.memory_mib.or(default.memory_mib),
+            write_mib: self.write_mib.or(default.write_mib),
+            write_files: self.write_files.or(default.write_files),
         }
     }
 
     /// A node's caps when its settings name none: decisions (transport,
     /// schedule, election) are quick and small, 2 s and 128 MiB; installers
-    /// may wait on package managers, 30 minutes and 512 MiB.
+    /// may wait on package managers, 30 minutes and 512 MiB, and may add
+    /// 4 GiB and 100,000 files to the disks of their grants per call.
     pub fn default_for(kind: Kind) -> LimitCaps {
         match kind {
             Kind::Installer => LimitCaps {
                 timeout_ms: Some(30 * 60 * 1000),
                 memory_mib: Some(512),
+                write_mib: Some(4096),
+                write_files: Some(100_000),
             },
             _ => LimitCaps {
                 timeout_ms: Some(2000),
                 memory_mib: Some(128),
+                write_mib: None,
+                write_files: None,
             },
         }
     }

@@ -15,7 +15,8 @@ struct Params {
     /// (`sh` starts a process in a new session that keeps the output pipe
     /// and writes its pid to `granted/daemon.pid`), `plant-symlink`
     /// (`granted/p-shadow` pointing at /etc/shadow through `..`),
-    /// `inner-symlink` (`granted/current` pointing at `inside`, in the grant).
+    /// `inner-symlink` (`granted/current` pointing at `inside`, in the grant),
+    /// `fill-disk` (256 files of 1 MiB), `fill-inodes` (100,000 empty files).
     attack: String,
     /// A granted directory, as the plugin sees it.
     granted: String,
@@ -82,6 +83,21 @@ impl Installer for Hostile {
                     .write_all(b"hello from the plugin")
                     .map_err(|e| e.to_string())?;
                 Ok(report(format!("connected to {}", p.outside)))
+            }
+            "fill-disk" => {
+                let chunk = vec![7u8; 1 << 20];
+                for i in 0..256 {
+                    std::fs::write(format!("{}/fill-{i}", p.granted), &chunk)
+                        .map_err(|e| format!("fill-{i}: {e}"))?;
+                }
+                Ok(report("wrote 256 MiB".into()))
+            }
+            "fill-inodes" => {
+                for i in 0..100_000 {
+                    std::fs::write(format!("{}/inode-{i}", p.granted), b"")
+                        .map_err(|e| format!("inode-{i}: {e}"))?;
+                }
+                Ok(report("made 100000 files".into()))
             }
             "plant-symlink" => symlink(
                 "../../../../../../../../etc/shadow",
