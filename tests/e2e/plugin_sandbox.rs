@@ -935,3 +935,71 @@ fn an_installer_cannot_fill_the_disk() {
         .install(InstallAction::Install, &job("write-granted"))
         .expect("within the budget");
 }
+
+/// More calls at once than the node's pool holds wait for a free slot
+/// (within their own time limit) instead of failing at once: 300 calls that
+/// each wait on a host until it answers all finish.
+#[test]
+fn calls_beyond_the_pool_wait_for_a_slot() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let text = manifest(
+        "hostile",
+        "1.0.0",
+        Kind::Election,
+        &format!(
+            "[permissions]\nhosts = [{addr:?}]\n[limits]\ntimeout-ms = 20000\n[config]\nmode = \"ask-host\"\nhost = {addr:?}"
+        ),
+    );
+    let grant = Grant {
+        hosts: vec![addr.clone()],
+        ..Grant::default()
+    };
+    let plugin = std::sync::Arc::new(
+        load(&text, "hostile-election", Some(&grant))
+            .unwrap()
+            .with_caps(
+                &ferry_plugin::LimitCaps {
+                    timeout_ms: Some(20_000),
+                    ..Default::default()
+                }
+                .or_defaults(Kind::Election),
+            ),
+    );
+    const CALLS: usize = 300;
+    let callers: Vec<_> = (0..CALLS)
+        .map(|_| {
+            let plugin = plugin.clone();
+            std::thread::spawn(move || plugin.elect(&volunteers()).map(|a| a.value))
+        })
+        .collect();
+    // Hold every connection until no new one came for 300 ms (every slot
+    // is taken and the rest wait), then answer them all, and answer the
+    // later ones at once.
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let (mut held, mut answered) = (Vec::new(), 0);
+        let mut quiet_since = Instant::now();
+        while answered < CALLS {
+            match listener.accept() {
+                Ok((peer, _)) => {
+                    peer.set_nonblocking(false).unwrap();
+                    held.push(peer);
+                    quiet_since = Instant::now();
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+            if quiet_since.elapsed() > Duration::from_millis(300) || answered > 0 {
+                for mut peer in held.drain(..) {
+                    peer.write_all(b"ok\n").unwrap();
+                    answered += 1;
+                }
+            }
+        }
+    });
+    for caller in callers {
+        assert_eq!(caller.join().unwrap().expect("the call ran"), "a");
+    }
+    server.join().unwrap();
+}

@@ -17,9 +17,21 @@ use crate::manifest::MAX_MEMORY_MIB;
 pub const TICK: Duration = Duration::from_millis(2);
 
 /// How many plugin instances may exist at once across the node, idle ones
-/// kept for reuse included; beyond it instantiation fails and the call
-/// reports that the pool is exhausted.
+/// kept for reuse included.
 const POOL_INSTANCES: u32 = 256;
+/// How many calls may run at once; the rest wait (up to their own time
+/// limit) for one to end. Below [`POOL_INSTANCES`] so idle instances kept
+/// for reuse never starve a call of a slot.
+pub(crate) const CONCURRENT_CALLS: usize = 128;
+
+/// Why [`PluginEngine::run_within`] gave up on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abandoned {
+    /// It ran (or waited inside the host) past its limit.
+    TimedOut,
+    /// Every call slot stayed taken until its limit.
+    Busy,
+}
 
 /// Threads for blocking host work of plugin calls (file opens and reads). A
 /// call abandoned at its deadline may leave one blocked (a FIFO nobody
@@ -40,6 +52,8 @@ struct Inner {
     /// Drives what plugin calls wait on inside the host (WASI files and
     /// sockets), so a call can be abandoned at its deadline.
     runtime: Option<tokio::runtime::Runtime>,
+    /// One permit per running call.
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for Inner {
@@ -89,24 +103,40 @@ impl PluginEngine {
                 compat,
                 pooled,
                 runtime: Some(runtime),
+                calls: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CALLS)),
             }),
         })
     }
 
-    /// Runs a plugin call's future on the calling thread, with host waits
-    /// driven by the engine's runtime, and abandons it after `limit`
-    /// (`None`). Called from a thread that may block, never an async worker.
+    /// Runs a plugin call's future on the calling thread once one of the
+    /// [`CONCURRENT_CALLS`] slots is free, with host waits driven by the
+    /// engine's runtime, and abandons it after `limit`. Called from a thread
+    /// that may block, never an async worker.
     pub(crate) fn run_within<F: std::future::Future>(
         &self,
         limit: Duration,
         future: F,
-    ) -> Option<F::Output> {
+    ) -> Result<F::Output, Abandoned> {
+        let calls = self.inner.calls.clone();
         self.inner
             .runtime
             .as_ref()
             .expect("the runtime lives as long as the engine")
             .handle()
-            .block_on(async move { tokio::time::timeout(limit, future).await.ok() })
+            .block_on(async move {
+                // Waiting for a slot counts against the call's own limit.
+                let waited = tokio::time::timeout(limit, async {
+                    let _permit = calls.acquire().await;
+                    future.await
+                });
+                waited.await.map_err(|_| {
+                    if calls.available_permits() == 0 {
+                        Abandoned::Busy
+                    } else {
+                        Abandoned::TimedOut
+                    }
+                })
+            })
     }
 
     /// The wasmtime engine.

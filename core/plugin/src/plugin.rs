@@ -13,7 +13,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 use crate::bindings::{election, installer, schedule, transport};
 use crate::budget::DiskBudget;
 use crate::contract::{self, Interfaces};
-use crate::engine::{PluginEngine, TICK};
+use crate::engine::{Abandoned, CONCURRENT_CALLS, PluginEngine, TICK};
 use crate::error::PluginError;
 use crate::kind::Kind;
 use crate::manifest::{EffectiveLimits, Manifest};
@@ -37,6 +37,9 @@ pub use crate::bindings::transport::exports::ferry::plugin::transport::{
 pub const STAGED_DIR: &str = "/ferry/staged";
 /// Idle instances kept per policy plugin for reuse.
 const MAX_IDLE: usize = 8;
+/// Largest instance (its linear memory) kept idle for reuse: at most
+/// `MAX_IDLE` x 16 MiB per plugin.
+const MAX_IDLE_MEMORY: usize = 16 << 20;
 /// How much longer than its time limit a call waiting inside the host is
 /// given before it is abandoned.
 const HOST_WAIT_GRACE: Duration = Duration::from_millis(200);
@@ -343,11 +346,15 @@ impl Plugin {
             let logs = std::mem::take(&mut instance.store.data_mut().logs);
             Ok::<_, PluginError>((instance, outcome, logs))
         });
-        let (instance, outcome, logs) = waited.ok_or_else(|| self.abandoned(call))??;
+        let (instance, outcome, logs) = waited.map_err(|why| self.abandoned(call, why))??;
         match outcome {
             Ok(result) => {
+                // Kept for reuse only while small: a plugin that grew its
+                // memory gives it back rather than holding it idle.
+                let memory = instance.store.data().limiter.used_bytes();
                 if let Ok(mut idle) = self.idle.lock()
                     && idle.len() < MAX_IDLE
+                    && memory <= MAX_IDLE_MEMORY
                 {
                     idle.push(instance);
                 }
@@ -463,7 +470,7 @@ impl Plugin {
             }
         });
         let removed = remove_outward_symlinks(&self.grant.directories, call_started);
-        let (outcome, logs) = waited.ok_or_else(|| self.abandoned(call))??;
+        let (outcome, logs) = waited.map_err(|why| self.abandoned(call, why))??;
         if !removed.is_empty() {
             return Err(self.failed(
                 call,
@@ -494,17 +501,22 @@ impl Plugin {
         Duration::from_millis(self.limits.timeout_ms) + HOST_WAIT_GRACE
     }
 
-    /// The error of a call abandoned at its deadline while it waited inside
-    /// the host, where the epoch deadline cannot stop it.
-    fn abandoned(&self, call: &'static str) -> PluginError {
-        self.failed(
-            call,
-            format!(
+    /// The error of a call given up at its deadline: it waited inside the
+    /// host (where the epoch deadline cannot stop it), or for a free slot.
+    fn abandoned(&self, call: &'static str, why: Abandoned) -> PluginError {
+        let reason = match why {
+            Abandoned::TimedOut => format!(
                 "did not return within its time limit of {} ms (set by {}): it was waiting \
                  inside the host (on a file, pipe or socket) and the call was abandoned",
                 self.limits.timeout_ms, self.limits.timeout_set_by
             ),
-        )
+            Abandoned::Busy => format!(
+                "not started within its time limit of {} ms: the node was already running \
+                 {CONCURRENT_CALLS} plugin calls (too many calls at once)",
+                self.limits.timeout_ms
+            ),
+        };
+        self.failed(call, reason)
     }
 
     /// Adds the last captured log lines to a failed call's reason.

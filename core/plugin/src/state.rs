@@ -151,6 +151,11 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl MemoryLimiter {
+    /// Linear memory the store's instances hold, in bytes.
+    pub(crate) fn used_bytes(&self) -> usize {
+        self.used_bytes
+    }
+
     fn new(max_bytes: usize) -> MemoryLimiter {
         MemoryLimiter {
             max_bytes,
