@@ -204,7 +204,7 @@ impl Arena {
     /// Runs the hostile installer with `attack`, granting it the granted
     /// directory and `commands`.
     fn attack(&self, attack: &str, commands: &[&str]) -> Result<String, PluginError> {
-        self.attack_with(attack, commands, None)
+        self.attack_with(attack, commands, None, None)
     }
 
     /// [`Arena::attack`] with a progress sink.
@@ -213,6 +213,7 @@ impl Arena {
         attack: &str,
         commands: &[&str],
         progress: Option<ferry_plugin::ProgressSink>,
+        caps: Option<ferry_plugin::LimitCaps>,
     ) -> Result<String, PluginError> {
         let text = manifest(
             "hostile",
@@ -225,7 +226,10 @@ impl Arena {
             commands: commands.iter().map(|c| c.to_string()).collect(),
             ..Grant::default()
         };
-        let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
+        let mut plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
+        if let Some(caps) = caps {
+            plugin = plugin.with_caps(&caps.or_defaults(Kind::Installer));
+        }
         let params = format!(
             "attack = {attack:?}\ngranted = {:?}\noutside = {:?}\n",
             self.granted.display().to_string(),
@@ -487,27 +491,35 @@ fn plugin_text_reaches_people_escaped_and_bounded() {
 }
 
 /// A million progress reports in one call reach the operator as at most
-/// 1,000, each one line.
+/// 1,000 (or the node's `progress-events`), each one line.
 #[test]
 fn progress_reports_are_capped_per_call() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let arena = Arena::new();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let forged = Arc::new(AtomicUsize::new(0));
-    let (count, bad) = (seen.clone(), forged.clone());
-    let sink: ferry_plugin::ProgressSink = Arc::new(move |_, _, message: &str| {
-        count.fetch_add(1, Ordering::Relaxed);
-        if forges(message) {
-            bad.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    let done = arena
-        .attack_with("progress-flood", &[], Some(sink))
-        .expect("the call itself succeeds");
-    assert_eq!(done, "flooded");
-    assert_eq!(seen.load(Ordering::Relaxed), 1000);
-    assert_eq!(forged.load(Ordering::Relaxed), 0);
+    let flood = |caps: Option<ferry_plugin::LimitCaps>| {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let forged = Arc::new(AtomicUsize::new(0));
+        let (count, bad) = (seen.clone(), forged.clone());
+        let sink: ferry_plugin::ProgressSink = Arc::new(move |_, _, message: &str| {
+            count.fetch_add(1, Ordering::Relaxed);
+            if forges(message) {
+                bad.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let done = arena
+            .attack_with("progress-flood", &[], Some(sink), caps)
+            .expect("the call itself succeeds");
+        assert_eq!(done, "flooded");
+        assert_eq!(forged.load(Ordering::Relaxed), 0);
+        seen.load(Ordering::Relaxed)
+    };
+    assert_eq!(flood(None), 1000);
+    let node = ferry_plugin::LimitCaps {
+        progress_events: Some(25),
+        ..Default::default()
+    };
+    assert_eq!(flood(Some(node)), 25);
 }
 
 /// A plugin asking for more time or memory than the node allows gets the

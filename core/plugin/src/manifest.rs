@@ -121,6 +121,10 @@ pub struct EffectiveLimits {
     pub write_mib: u64,
     /// Installers: files one call may create there.
     pub write_files: u64,
+    /// Log lines passed on per call (set by the node).
+    pub log_lines: usize,
+    /// Progress reports passed on per call (set by the node).
+    pub progress_events: usize,
 }
 
 impl EffectiveLimits {
@@ -147,6 +151,12 @@ impl EffectiveLimits {
             timeout_set_by,
             write_mib: capped(asked.write_mib, caps.write_mib),
             write_files: capped(asked.write_files, caps.write_files),
+            log_lines: caps
+                .log_lines
+                .unwrap_or(crate::state::MAX_LOG_LINES_PER_CALL),
+            progress_events: caps
+                .progress_events
+                .unwrap_or(crate::state::MAX_PROGRESS_PER_CALL),
         }
     }
 }

@@ -542,6 +542,7 @@ impl Plugin {
             wasi,
             self.limits.memory_mib as usize * 1024 * 1024,
             capture_logs,
+            (self.limits.log_lines, self.limits.progress_events),
         );
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -91,6 +91,8 @@ impl PluginSettings {
 /// [plugins.limits.installer]
 /// write-mib = 2048     # what one call may add to the disks of its grants
 /// write-files = 50000
+/// log-lines = 500      # passed on per call; the rest are counted and dropped
+/// progress-events = 100
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -107,6 +109,13 @@ pub struct LimitCaps {
     /// Installers: most files one call may create there.
     #[serde(default)]
     pub write_files: Option<u64>,
+    /// Most log lines passed on per call (default 200; more are counted and
+    /// dropped).
+    #[serde(default)]
+    pub log_lines: Option<usize>,
+    /// Most progress reports passed on per call (default 1,000).
+    #[serde(default)]
+    pub progress_events: Option<usize>,
 }
 
 impl LimitCaps {
@@ -118,6 +127,8 @@ impl LimitCaps {
             memory_mib: self.memory_mib.or(default.memory_mib),
             write_mib: self.write_mib.or(default.write_mib),
             write_files: self.write_files.or(default.write_files),
+            log_lines: self.log_lines.or(default.log_lines),
+            progress_events: self.progress_events.or(default.progress_events),
         }
     }
 
@@ -132,12 +143,16 @@ impl LimitCaps {
                 memory_mib: Some(512),
                 write_mib: Some(4096),
                 write_files: Some(100_000),
+                log_lines: None,
+                progress_events: None,
             },
             _ => LimitCaps {
                 timeout_ms: Some(2000),
                 memory_mib: Some(128),
                 write_mib: None,
                 write_files: None,
+                log_lines: None,
+                progress_events: None,
             },
         }
     }

@@ -69,6 +69,9 @@ pub(crate) struct HostState {
     /// Progress reports passed on and dropped in the current call.
     progressed: usize,
     progress_suppressed: usize,
+    /// Log lines and progress reports passed on per call.
+    max_log_lines: usize,
+    max_progress: usize,
     pub(crate) installer: Option<InstallerGrants>,
 }
 
@@ -92,6 +95,7 @@ impl HostState {
         wasi: WasiCtx,
         memory_bytes: usize,
         capture_logs: bool,
+        per_call: (usize, usize),
     ) -> HostState {
         HostState {
             plugin,
@@ -105,6 +109,8 @@ impl HostState {
             suppressed: 0,
             progressed: 0,
             progress_suppressed: 0,
+            max_log_lines: per_call.0,
+            max_progress: per_call.1,
             installer: None,
         }
     }
@@ -122,15 +128,17 @@ impl HostState {
         if self.progress_suppressed > 0 {
             tracing::warn!(
                 plugin = &*self.plugin,
-                "{} more progress reports of this call dropped (at most {MAX_PROGRESS_PER_CALL} per call)",
-                self.progress_suppressed
+                "{} more progress reports of this call dropped (at most {} per call)",
+                self.progress_suppressed,
+                self.max_progress
             );
         }
         if self.suppressed > 0 {
             tracing::warn!(
                 plugin = &*self.plugin,
-                "{} more log lines of this call suppressed (at most {MAX_LOG_LINES_PER_CALL} per call)",
-                self.suppressed
+                "{} more log lines of this call suppressed (at most {} per call)",
+                self.suppressed,
+                self.max_log_lines
             );
         }
     }
@@ -229,7 +237,7 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
-        if self.logged >= MAX_LOG_LINES_PER_CALL {
+        if self.logged >= self.max_log_lines {
             self.suppressed += 1;
             return;
         }
@@ -323,7 +331,7 @@ impl installer_host::Host for HostState {
     }
 
     fn progress(&mut self, percent: u8, message: String) {
-        if self.progressed >= MAX_PROGRESS_PER_CALL {
+        if self.progressed >= self.max_progress {
             self.progress_suppressed += 1;
             return;
         }
