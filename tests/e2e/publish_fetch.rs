@@ -64,10 +64,17 @@ fn publish_list_fetch_and_republish_a_change() {
     agent.fetch("app@=1.0.0", &old, None).success();
     assert_ne!(snapshot(&old), snapshot(&app));
 
-    // Same version twice: refused, nothing changes.
+    // Same version again with the same content (a retried publish):
+    // nothing to do, nothing sent beyond the listing.
+    let again = publisher.publish(&app, "app", "1.1.0").json();
+    assert_eq!(again["already_published"], true, "{again}");
+    assert_eq!(again["pack_bytes_sent"], 0, "{again}");
+    // Same version with other content (1.0.0's): refused, nothing changes.
+    let other = hub.root.path().join("other");
+    write_app(&other, 1);
     publisher
-        .publish(&app, "app", "1.1.0")
-        .failure("already published");
+        .publish(&other, "app", "1.1.0")
+        .failure("already published with other content");
     let after = publisher.run(&["packages", "app", "--json"]).json();
     assert_eq!(after.as_array().unwrap().len(), 2);
 

@@ -347,7 +347,8 @@ impl VersionCatalog for SqliteCatalog {
     ) -> Result<Vec<VersionRecord>, CatalogError> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(
-            "SELECT name, version, target, total_size, file_count, published_at, published_by
+            "SELECT name, version, target, total_size, file_count, published_at, published_by,
+                    manifest_sha256
              FROM versions WHERE ?1 IS NULL OR name = ?1",
         )?;
         let rows = stmt.query_map(params![name.map(|n| n.as_str())], |r| {
@@ -359,11 +360,12 @@ impl VersionCatalog for SqliteCatalog {
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, version, target, total, files, at, by) = row?;
+            let (name, version, target, total, files, at, by, sha) = row?;
             let version = semver::Version::parse(&version)
                 .map_err(|e| CatalogError::Corrupt(format!("version {version:?}: {e}")))?;
             out.push(VersionRecord {
@@ -374,6 +376,7 @@ impl VersionCatalog for SqliteCatalog {
                 file_count: files as u64,
                 published_at: at,
                 published_by: by,
+                manifest_sha256: digest(sha)?,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name).then(b.version.cmp(&a.version)));

@@ -90,6 +90,8 @@ pub struct VersionRecord {
     pub published_at: i64,
     /// Client id of the publisher.
     pub published_by: String,
+    /// SHA-256 of its manifest.
+    pub manifest_sha256: Digest,
 }
 
 /// A one-time enrollment token, as stored (only a hash of its secret).

@@ -236,6 +236,13 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if args.json {
         return output::json(&report);
     }
+    if report.already_published {
+        println!(
+            "{} {} is already published with exactly this content; nothing to do",
+            published.name, published.version
+        );
+        return Ok(());
+    }
     println!(
         "published {} {} (metadata version {})",
         published.name, published.version, published.metadata_version

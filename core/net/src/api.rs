@@ -388,4 +388,8 @@ pub struct VersionInfo {
     pub published_at: String,
     /// Client id of the publisher.
     pub published_by: String,
+    /// SHA-256 of its manifest (hex), so a client can tell whether a
+    /// version holds exactly the content it has.
+    #[serde(default)]
+    pub manifest_sha256: String,
 }

@@ -53,6 +53,9 @@ pub struct UploadReport {
     /// A digest prefix matched another chunk on the hub, so the publish
     /// was repeated with full digests (rare; its bytes are counted).
     pub full_digest_retry: bool,
+    /// This version was already published with exactly this content (a
+    /// retried publish): nothing was sent, `published.metadata_version` is 0.
+    pub already_published: bool,
     /// Published version the manifest was sent as a delta of.
     pub delta_base: Option<String>,
     /// Bytes of "which chunks do you lack" queries and their answers.
@@ -169,9 +172,27 @@ pub async fn publish_with(
         .map(|v| v.len() as u64)
         .unwrap_or(0);
     let version = manifest.version.to_string();
-    if listed.iter().any(|v| v.version == version) {
+    if let Some(existing) = listed.iter().find(|v| v.version == version) {
+        // The same content published before (a retry after a publish whose
+        // answer was lost): nothing to do. Other content: refused.
+        if existing.manifest_sha256 == Digest::of(&new_bytes).to_string() {
+            cache.put(&existing.target, &new_bytes)?;
+            report.already_published = true;
+            report.bytes_moved = report.query_bytes;
+            report.published = Some(PublishResponse {
+                name: existing.name.clone(),
+                version: existing.version.clone(),
+                target: existing.target.clone(),
+                files: existing.files,
+                total_size: existing.total_size,
+                metadata_version: 0,
+                warnings: Vec::new(),
+            });
+            return Ok(report);
+        }
         return Err(TransferError::Refused(format!(
-            "{} {} is already published; versions are immutable, publish a new version instead",
+            "{} {} is already published with other content; versions are immutable, publish a \
+             new version instead",
             manifest.name, manifest.version
         )));
     }

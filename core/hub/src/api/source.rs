@@ -86,6 +86,7 @@ fn info(v: VersionRecord) -> VersionInfo {
             .map(|t| t.to_rfc3339())
             .unwrap_or_default(),
         published_by: v.published_by,
+        manifest_sha256: v.manifest_sha256.to_string(),
     }
 }
 
