@@ -370,6 +370,17 @@ fn an_installer_cannot_run_a_program_it_wrote() {
         vec![planted.display().to_string()],
     );
     assert!(err.contains("lies inside the granted directory"), "{err}");
+    // A command reached through a symlink inside a granted directory: the
+    // plugin could point the link at a program of its own.
+    let elsewhere = arena.outside.join("tools");
+    std::fs::create_dir_all(elsewhere.join("bin")).unwrap();
+    std::fs::copy(system_program("true"), elsewhere.join("bin/tool")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, arena.granted.join("current")).unwrap();
+    let err = refused(
+        vec![arena.granted.clone()],
+        vec![arena.granted.join("current/bin/tool").display().to_string()],
+    );
+    assert!(err.contains("as written or through a symlink"), "{err}");
     let err = refused(vec!["/usr/local".into()], vec![system_program("true")]);
     assert!(
         err.contains("/usr/local/sbin, where commands find"),
@@ -941,6 +952,35 @@ fn an_installer_cannot_fill_the_disk() {
     assert!(err.contains("over its budget of 200"), "{err}");
     let (files, _) = count("inode-");
     assert!(files < 20_000, "{files} files made of 100,000");
+
+    // A command the plugin runs is held to the same budget.
+    let grant = Grant {
+        directories: vec![arena.granted.clone()],
+        commands: vec![system_program("sh")],
+        ..Grant::default()
+    };
+    let text_with_sh = manifest(
+        "hostile",
+        "1.0.0",
+        Kind::Installer,
+        "[permissions]\ndirectories = true\ncommands = [\"sh\"]\n[limits]\ntimeout-ms = 60000",
+    );
+    let commanding = load(&text_with_sh, "hostile-installer", Some(&grant))
+        .unwrap()
+        .with_caps(
+            &LimitCaps {
+                write_mib: Some(8),
+                ..LimitCaps::default()
+            }
+            .or_defaults(Kind::Installer),
+        );
+    let err = commanding
+        .install(InstallAction::Install, &job("fill-by-command"))
+        .expect_err("stopped")
+        .to_string();
+    assert!(err.contains("over its budget of 8 MiB"), "{err}");
+    let big = std::fs::metadata(arena.granted.join("big")).map_or(0, |m| m.len());
+    assert!(big < 128 << 20, "{} MiB written of 286", big >> 20);
 
     // Control: a small write within the budget.
     plugin

@@ -122,18 +122,24 @@ impl ChunkIndex for SqliteCatalog {
                 prefixes.len()
             )));
         }
-        let conn = self.read();
-        let mut stored =
-            conn.prepare_cached("SELECT 1 FROM chunks WHERE digest BETWEEN ?1 AND ?2 LIMIT 1")?;
-        let mut staged = conn
-            .prepare_cached("SELECT 1 FROM staged_chunks WHERE digest BETWEEN ?1 AND ?2 LIMIT 1")?;
         let mut missing = Vec::with_capacity(prefixes.len() / prefix_len);
-        for prefix in prefixes.chunks_exact(prefix_len) {
-            let (low, high) = prefix_range(prefix);
-            missing.push(
-                !stored.exists(params![&low[..], &high[..]])?
-                    && !staged.exists(params![&low[..], &high[..]])?,
-            );
+        // A reader connection is held per batch, not for the whole query, so
+        // a long query on a low-priority thread cannot keep readers from
+        // serving requests.
+        for batch in prefixes.chunks(prefix_len * 4096) {
+            let conn = self.read();
+            let mut stored =
+                conn.prepare_cached("SELECT 1 FROM chunks WHERE digest BETWEEN ?1 AND ?2 LIMIT 1")?;
+            let mut staged = conn.prepare_cached(
+                "SELECT 1 FROM staged_chunks WHERE digest BETWEEN ?1 AND ?2 LIMIT 1",
+            )?;
+            for prefix in batch.chunks_exact(prefix_len) {
+                let (low, high) = prefix_range(prefix);
+                missing.push(
+                    !stored.exists(params![&low[..], &high[..]])?
+                        && !staged.exists(params![&low[..], &high[..]])?,
+                );
+            }
         }
         Ok(missing)
     }

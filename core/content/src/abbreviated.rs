@@ -83,6 +83,10 @@ impl Manifest {
             .map_err(|e| ExpandError::Invalid(ContentError::ManifestSyntax(e)))?;
         manifest.chunking.validate().map_err(ExpandError::Invalid)?;
         let max_chunk = manifest.chunking.max;
+        // Each chunk costs 48 bytes of the full manifest (36 in base64): a
+        // few bytes of abbreviation must not expand past what a manifest
+        // may be.
+        let mut budget = (crate::MAX_MANIFEST_BYTES / 48) as usize;
         for f in &mut manifest.files {
             if !f.chunks.is_empty() {
                 return Err(invalid("its header lists chunks"));
@@ -105,6 +109,9 @@ impl Manifest {
                     )));
                 }
                 left -= u64::from(len);
+                budget = budget
+                    .checked_sub(1)
+                    .ok_or_else(|| invalid("it names more chunks than a manifest may hold"))?;
                 let digest = resolve(prefix, len).map_err(ExpandError::Resolve)?;
                 f.chunks.push(crate::ChunkRef { digest, len });
             }

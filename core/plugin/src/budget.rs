@@ -3,9 +3,10 @@
 //! WASI gives the host no hook on each write, so the node watches the
 //! filesystems that hold the grants instead: their free space and free
 //! inodes are read when the call starts and every few milliseconds while it
-//! runs, and a call that used more than its budget is abandoned (its next
-//! write never happens). What the filesystem loses to other writers during
-//! the call counts too, so budgets want headroom.
+//! runs (while the plugin itself writes, and while a command it started
+//! runs); a call that used more than its budget is abandoned, or its command
+//! killed, and fails. What the filesystem loses to other writers during the
+//! call counts too, so budgets want headroom.
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -68,7 +69,7 @@ impl DiskBudget {
     }
 
     /// Why the call is over its budget, if it is.
-    fn exceeded(&self) -> Option<String> {
+    pub(crate) fn exceeded(&self) -> Option<String> {
         let (mut bytes, mut inodes) = (0u64, 0u64);
         for (path, start) in &self.at_start {
             let now = free(path)?;

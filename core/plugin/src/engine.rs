@@ -20,8 +20,9 @@ pub const TICK: Duration = Duration::from_millis(2);
 /// kept for reuse included.
 const POOL_INSTANCES: u32 = 256;
 /// How many calls may run at once; the rest wait (up to their own time
-/// limit) for one to end. Below [`POOL_INSTANCES`] so idle instances kept
-/// for reuse never starve a call of a slot.
+/// limit) for one to end. Half of [`POOL_INSTANCES`], so the idle instances
+/// kept for reuse (at most 8 per plugin) leave every running call an
+/// instance while a node has at most 16 policy plugins loaded.
 pub(crate) const CONCURRENT_CALLS: usize = 128;
 
 /// Why [`PluginEngine::run_within`] gave up on a call.
@@ -125,15 +126,17 @@ impl PluginEngine {
             .handle()
             .block_on(async move {
                 // Waiting for a slot counts against the call's own limit.
+                let started = std::cell::Cell::new(false);
                 let waited = tokio::time::timeout(limit, async {
                     let _permit = calls.acquire().await;
+                    started.set(true);
                     future.await
                 });
                 waited.await.map_err(|_| {
-                    if calls.available_permits() == 0 {
-                        Abandoned::Busy
-                    } else {
+                    if started.get() {
                         Abandoned::TimedOut
+                    } else {
+                        Abandoned::Busy
                     }
                 })
             })

@@ -17,7 +17,7 @@ use crate::engine::{Abandoned, CONCURRENT_CALLS, PluginEngine, TICK};
 use crate::error::PluginError;
 use crate::kind::Kind;
 use crate::manifest::{EffectiveLimits, Manifest};
-use crate::outward::remove_outward_symlinks;
+use crate::outward;
 use crate::settings::{Grant, LimitCaps, UrlGrant};
 use crate::state::{HostState, InstallerGrants, LogLine, ProgressSink};
 use crate::text::{MAX_ERROR_TEXT, MAX_SHORT_TEXT, plugin_text};
@@ -436,22 +436,22 @@ impl Plugin {
         self.allow_hosts(&mut wasi);
         let mut store = self.store(wasi.build(), self.capture_logs);
         let timeout = Duration::from_millis(self.limits.timeout_ms);
+        let outward_before = outward::before_call(&self.grant.directories);
+        let budget = Arc::new(DiskBudget::start(
+            &self.grant.directories,
+            self.limits.write_mib,
+            self.limits.write_files,
+        ));
         store.data_mut().installer = Some(InstallerGrants {
             directories: self.grant.directories.clone(),
             commands: self.grant.commands.clone(),
             deadline: Instant::now() + timeout,
             progress: job.progress.clone(),
+            budget: budget.clone(),
         });
         store.set_epoch_deadline(self.ticks());
         let mut request = job.request.clone();
         request.staged_dir = STAGED_DIR.to_string();
-        // File times come from the kernel's coarse clock, a tick behind.
-        let call_started = std::time::SystemTime::now() - Duration::from_millis(20);
-        let budget = DiskBudget::start(
-            &self.grant.directories,
-            self.limits.write_mib,
-            self.limits.write_files,
-        );
         let waited = self.engine.run_within(self.wait_limit(), async {
             let installing = async {
                 let bindings = match pre.instantiate_async(&mut store).await {
@@ -469,16 +469,25 @@ impl Plugin {
                 over = budget.watch() => Err(self.failed(call, format!("{over}; it was stopped"))),
             }
         });
-        let removed = remove_outward_symlinks(&self.grant.directories, call_started);
+        let removed = outward::remove_new(&self.grant.directories, &outward_before);
+        // Over budget however the call ended (a command it ran may have
+        // written past it): the call failed.
+        if let Some(over) = budget.exceeded() {
+            return Err(self.failed(call, format!("{over}; it was stopped")));
+        }
         let (outcome, logs) = waited.map_err(|why| self.abandoned(call, why))??;
-        if !removed.is_empty() {
-            return Err(self.failed(
-                call,
-                format!(
-                    "left symlinks pointing outside its granted directories (removed): {}",
-                    plugin_text(&removed.join(", "), MAX_ERROR_TEXT)
-                ),
-            ));
+        match removed {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => {
+                return Err(self.failed(
+                    call,
+                    format!(
+                        "left symlinks pointing outside its granted directories (removed): {}",
+                        plugin_text(&removed.join(", "), MAX_ERROR_TEXT)
+                    ),
+                ));
+            }
+            Err(reason) => return Err(self.failed(call, plugin_text(&reason, MAX_ERROR_TEXT))),
         }
         match outcome {
             Ok(Ok(value)) => Ok(Answer { value, logs }),
@@ -765,8 +774,20 @@ fn effective_grant(manifest: &Manifest, granted: Grant) -> Grant {
 /// granted program runs by name, and it would run as the node's user).
 fn check_command_grants(grant: &Grant) -> Result<(), String> {
     let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let writable: Vec<PathBuf> = grant.directories.iter().map(|d| real(d)).collect();
-    let inside = |p: &Path| writable.iter().find(|d| p.starts_with(d)).cloned();
+    // Each granted directory as written and as resolved.
+    let writable: Vec<PathBuf> = grant
+        .directories
+        .iter()
+        .flat_map(|d| [d.clone(), real(d)])
+        .collect();
+    // A path is writable through a grant if it, or any directory on the way
+    // to it (a symlink the plugin could swap), lies in a granted directory,
+    // as written or as resolved.
+    let inside = |p: &Path| {
+        p.ancestors()
+            .flat_map(|a| [a.to_path_buf(), real(a)])
+            .find_map(|a| writable.iter().find(|d| a.starts_with(d)).cloned())
+    };
     for command in &grant.commands {
         let path = Path::new(command);
         if !path.is_absolute() {
@@ -782,18 +803,18 @@ fn check_command_grants(grant: &Grant) -> Result<(), String> {
                 "commands are granted by absolute path, not by name: for {command:?}, {hint}"
             ));
         }
-        if let Some(dir) = inside(&real(path)) {
+        if let Some(dir) = inside(path).or_else(|| inside(&real(path))) {
             return Err(format!(
-                "the command {command} lies inside the granted directory {}, so the plugin \
-                 could replace it with a program of its own; grant a directory that holds no \
-                 granted command",
+                "the command {command} lies inside the granted directory {} (as written or \
+                 through a symlink), so the plugin could replace it with a program of its own; \
+                 grant a directory that holds no granted command",
                 dir.display()
             ));
         }
     }
     if !grant.commands.is_empty() {
         for dir in crate::state::COMMAND_PATH.split(':') {
-            if let Some(granted) = inside(&real(Path::new(dir))) {
+            if let Some(granted) = inside(Path::new(dir)) {
                 return Err(format!(
                     "{dir}, where commands find the programs they run, lies inside the granted \
                      directory {}, so the plugin could plant a program a granted command runs; \

@@ -84,6 +84,9 @@ pub(crate) struct InstallerGrants {
     pub(crate) commands: Vec<String>,
     /// When the whole call must be over.
     pub(crate) deadline: Instant,
+    /// What the call may add to the disks of its grants; commands it runs
+    /// are killed when over.
+    pub(crate) budget: Arc<crate::budget::DiskBudget>,
     /// Where progress goes.
     pub(crate) progress: Option<ProgressSink>,
 }
@@ -315,7 +318,7 @@ impl installer_host::Host for HostState {
             ));
         }
         let timeout = Duration::from_millis(timeout_ms.into()).min(remaining);
-        run(&path, &args, timeout).map_err(|e| format!("{path}: {e}"))
+        run(&path, &args, timeout, Some(&grants.budget)).map_err(|e| format!("{path}: {e}"))
     }
 
     fn set_mode(&mut self, path: String, mode: u32) -> Result<(), String> {
@@ -397,7 +400,12 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs a granted program without a shell, with a clean environment, in a
 /// process group of its own that is killed whole at `timeout`.
-fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<CommandOutput> {
+fn run(
+    program: &str,
+    args: &[String],
+    timeout: Duration,
+    budget: Option<&crate::budget::DiskBudget>,
+) -> std::io::Result<CommandOutput> {
     let cgroup = CommandCgroup::create();
     if cgroup.is_none() {
         static WARNED: std::sync::Once = std::sync::Once::new();
@@ -439,20 +447,33 @@ fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<Com
     };
     let out = capture(child.stdout.take());
     let err = capture(child.stderr.take());
-    let status = match child.wait_timeout(timeout)? {
-        Some(status) => status.code().unwrap_or(-1),
-        None => {
-            kill_group(&mut child);
-            child.wait()?;
-            -1
+    // Waits in short steps, so a command writing past the call's disk
+    // budget is stopped while it runs.
+    let deadline = Instant::now() + timeout;
+    let waited: std::io::Result<i32> = loop {
+        let step = deadline
+            .saturating_duration_since(Instant::now())
+            .min(BUDGET_CHECK);
+        match child.wait_timeout(step) {
+            Ok(Some(status)) => break Ok(status.code().unwrap_or(-1)),
+            Ok(None) if Instant::now() >= deadline => break Ok(-1),
+            Ok(None) => {
+                if let Some(over) = budget.and_then(|b| b.exceeded()) {
+                    break Err(std::io::Error::other(format!("killed: the call {over}")));
+                }
+            }
+            Err(e) => break Err(e),
         }
     };
-    // What it started does not outlive it: its process group, and in its
-    // cgroup even what left the group (a daemon that called setsid).
+    // What it started does not outlive it, however it ended: its process
+    // group, and in its cgroup even what left the group (a daemon that
+    // called setsid).
     kill_group(&mut child);
+    let _ = child.wait();
     if let Some(cgroup) = cgroup {
         cgroup.kill_all();
     }
+    let status = waited?;
     // Once everything holding the pipes is gone they end; without a cgroup
     // a survivor may keep them open, so take what arrived within the grace.
     let until = Instant::now() + OUTPUT_GRACE;
@@ -462,6 +483,9 @@ fn run(program: &str, args: &[String], timeout: Duration) -> std::io::Result<Com
         stderr: err.collect(until),
     })
 }
+
+/// How often a running command's disk use is checked against the budget.
+const BUDGET_CHECK: Duration = Duration::from_millis(20);
 
 /// A command's output stream, read on a thread of its own into a buffer
 /// that can be taken before the stream ends.

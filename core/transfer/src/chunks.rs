@@ -83,6 +83,8 @@ pub async fn fetch_chunks(
                             .map_err(|e| parser.corrupt(e))?;
                         let produced = output.pos();
                         parser.feed(&out[..produced], &mut |d, b| sink.chunk(d, b), &mut stats)?;
+                        // A small compressed piece may expand to many chunks.
+                        sink.settle().await?;
                         if input.pos() == piece.len() && produced < out.len() {
                             break;
                         }

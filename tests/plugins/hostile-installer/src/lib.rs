@@ -92,6 +92,11 @@ impl Installer for Hostile {
                 }
                 Ok(report("wrote 256 MiB".into()))
             }
+            "fill-by-command" => {
+                let script = format!("head -c 300000000 /dev/zero > {}/big", p.granted);
+                run_command("sh", &["-c".into(), script], 60_000)
+                    .map(|o| report(format!("status {}", o.status)))
+            }
             "fill-inodes" => {
                 for i in 0..100_000 {
                     std::fs::write(format!("{}/inode-{i}", p.granted), b"")
