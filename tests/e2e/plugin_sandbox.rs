@@ -903,16 +903,22 @@ fn an_installer_cannot_fill_the_disk() {
         directories: vec![arena.granted.clone()],
         ..Grant::default()
     };
-    let plugin = load(&text, "hostile-installer", Some(&grant))
-        .unwrap()
-        .with_caps(
-            &LimitCaps {
-                write_mib: Some(8),
-                write_files: Some(200),
-                ..LimitCaps::default()
-            }
-            .or_defaults(Kind::Installer),
-        );
+    // Budgets count the whole filesystem, where other tests write too: each
+    // plugin is limited in one dimension only, so a concurrent writer can
+    // only stop it early, for the same reason.
+    let capped = |write_mib: u64, write_files: u64| {
+        load(&text, "hostile-installer", Some(&grant))
+            .unwrap()
+            .with_caps(
+                &LimitCaps {
+                    write_mib: Some(write_mib),
+                    write_files: Some(write_files),
+                    ..LimitCaps::default()
+                }
+                .or_defaults(Kind::Installer),
+            )
+    };
+    let plugin = capped(8, u64::MAX);
     let job = |attack: &str| InstallJob {
         staged_dir: arena.staged.clone(),
         request: InstallRequest {
@@ -945,7 +951,7 @@ fn an_installer_cannot_fill_the_disk() {
     let (_, bytes) = count("fill-");
     assert!(bytes < 128 << 20, "{} MiB written of 256", bytes >> 20);
 
-    let err = plugin
+    let err = capped(u64::MAX, 200)
         .install(InstallAction::Install, &job("fill-inodes"))
         .expect_err("stopped")
         .to_string();
@@ -982,8 +988,8 @@ fn an_installer_cannot_fill_the_disk() {
     let big = std::fs::metadata(arena.granted.join("big")).map_or(0, |m| m.len());
     assert!(big < 128 << 20, "{} MiB written of 286", big >> 20);
 
-    // Control: a small write within the budget.
-    plugin
+    // Control: a small write within (the default) budgets.
+    capped(4096, 100_000)
         .install(InstallAction::Install, &job("write-granted"))
         .expect("within the budget");
 }
