@@ -230,12 +230,17 @@ impl Arena {
         if let Some(caps) = caps {
             plugin = plugin.with_caps(&caps.or_defaults(Kind::Installer));
         }
-        let params = format!(
-            "attack = {attack:?}\ngranted = {:?}\noutside = {:?}\n",
-            self.granted.display().to_string(),
-            self.outside.display().to_string()
-        );
-        let job = InstallJob {
+        let mut job = self.job(attack);
+        job.progress = progress;
+        plugin
+            .install(InstallAction::Install, &job)
+            .map(|a| a.value.message)
+    }
+
+    /// An install of the staged payload whose parameters tell the hostile
+    /// installer to try `attack` on this arena.
+    fn job(&self, attack: &str) -> InstallJob {
+        InstallJob {
             staged_dir: self.staged.clone(),
             request: InstallRequest {
                 package: "evil".into(),
@@ -246,14 +251,15 @@ impl Arena {
                     mode: 0o644,
                     size: 7,
                 }],
-                params,
+                params: format!(
+                    "attack = {attack:?}\ngranted = {:?}\noutside = {:?}\n",
+                    self.granted.display().to_string(),
+                    self.outside.display().to_string()
+                ),
                 previous_version: None,
             },
-            progress,
-        };
-        plugin
-            .install(InstallAction::Install, &job)
-            .map(|a| a.value.message)
+            progress: None,
+        }
     }
 
     /// What lies outside the grant, apart from the victim file.
@@ -747,21 +753,7 @@ fn waits_inside_the_host_end_at_the_deadline() {
         ..Grant::default()
     };
     let plugin = load(&text, "hostile-installer", Some(&grant)).unwrap();
-    let job = |attack: &str| InstallJob {
-        staged_dir: arena.staged.clone(),
-        request: InstallRequest {
-            package: "evil".into(),
-            version: "1.0.0".into(),
-            staged_dir: String::new(),
-            files: Vec::new(),
-            params: format!(
-                "attack = {attack:?}\ngranted = {:?}\noutside = \"/\"\n",
-                arena.granted.display().to_string()
-            ),
-            previous_version: None,
-        },
-        progress: None,
-    };
+    let job = |attack: &str| arena.job(attack);
     let started = Instant::now();
     let err = plugin
         .install(InstallAction::Install, &job("read-fifo"))
@@ -794,12 +786,7 @@ fn waits_inside_the_host_end_at_the_deadline() {
         // The reader may be gone already (EPIPE): the open is what counts.
         let _ = f.write_all(b"hello");
     });
-    let mut control = job("read-fifo");
-    control.staged_dir = other.staged.clone();
-    control.request.params = format!(
-        "attack = \"read-fifo\"\ngranted = {:?}\noutside = \"/\"\n",
-        other.granted.display().to_string()
-    );
+    let control = other.job("read-fifo");
     // With a writer the open returns at once and the plugin gets its own
     // answer (WASI reads files at offsets, which a pipe refuses with
     // ESPIPE), not an abandoned call.
@@ -919,21 +906,7 @@ fn an_installer_cannot_fill_the_disk() {
             )
     };
     let plugin = capped(8, u64::MAX);
-    let job = |attack: &str| InstallJob {
-        staged_dir: arena.staged.clone(),
-        request: InstallRequest {
-            package: "evil".into(),
-            version: "1.0.0".into(),
-            staged_dir: String::new(),
-            files: Vec::new(),
-            params: format!(
-                "attack = {attack:?}\ngranted = {:?}\noutside = \"/\"\n",
-                arena.granted.display().to_string()
-            ),
-            previous_version: None,
-        },
-        progress: None,
-    };
+    let job = |attack: &str| arena.job(attack);
     let count = |prefix: &str| {
         std::fs::read_dir(&arena.granted)
             .unwrap()

@@ -88,6 +88,14 @@ impl ManifestCache {
         (manifest.target_name() == target).then_some((manifest, bytes))
     }
 
+    /// [`ManifestCache::put`] on a blocking thread.
+    pub async fn put_async(&self, target: &str, bytes: &[u8]) -> Result<(), TransferError> {
+        let (cache, target, bytes) = (self.clone(), target.to_owned(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || cache.put(&target, &bytes))
+            .await
+            .map_err(|e| TransferError::Refused(format!("manifest cache task failed: {e}")))?
+    }
+
     /// Stores a manifest.
     pub fn put(&self, target: &str, bytes: &[u8]) -> Result<(), TransferError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| TransferError::io(&self.dir, e))?;
@@ -176,7 +184,7 @@ pub async fn publish_with(
         // The same content published before (a retry after a publish whose
         // answer was lost): nothing to do. Other content: refused.
         if existing.manifest_sha256 == Digest::of(&new_bytes).to_string() {
-            cache.put(&existing.target, &new_bytes)?;
+            cache.put_async(&existing.target, &new_bytes).await?;
             report.already_published = true;
             report.bytes_moved = report.query_bytes;
             report.published = Some(PublishResponse {
@@ -196,10 +204,19 @@ pub async fn publish_with(
             manifest.name, manifest.version
         )));
     }
-    let base = listed
-        .iter()
-        .filter_map(|v| cache.get(&v.target))
-        .max_by(|a, b| a.0.version.cmp(&b.0.version));
+    let base = {
+        // Reading cached manifests is file work: off the async threads.
+        let (cache, targets) = (cache.clone(), listed.iter().map(|v| v.target.clone()));
+        let targets: Vec<String> = targets.collect();
+        tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .filter_map(|t| cache.get(t))
+                .max_by(|a, b| a.0.version.cmp(&b.0.version))
+        })
+        .await
+        .map_err(|e| TransferError::Refused(format!("manifest cache task failed: {e}")))?
+    };
     let known: HashSet<Digest> = base
         .as_ref()
         .map(|(m, _)| {
@@ -242,7 +259,7 @@ pub async fn publish_with(
         }
         Err(e) => return Err(e),
     };
-    cache.put(&published.target, &new_bytes)?;
+    cache.put_async(&published.target, &new_bytes).await?;
     report.bytes_moved = report.pack_bytes_sent + report.manifest_bytes_sent + report.query_bytes;
     report.published = Some(published);
     Ok(report)
@@ -364,7 +381,7 @@ async fn upload_chunks(
 }
 
 /// Publishes the abbreviated manifest, as a delta of the base's
-/// abbreviation when there is a base (alone if the hub lost that base).
+/// abbreviation when there is a base.
 async fn publish_abbreviated(
     client: &HubClient,
     manifest: &Manifest,
@@ -374,14 +391,45 @@ async fn publish_abbreviated(
     report: &mut UploadReport,
 ) -> Result<PublishResponse, TransferError> {
     let sha = Digest::of(full).to_string();
-    let abbreviated = manifest.abbreviate(prefix_len);
-    if let Some(base) = base {
-        let target = base.target_name();
-        let delta = encode_manifest_delta(&base.abbreviate(prefix_len), &abbreviated);
+    let base = base.map(|b| (b.target_name(), b.abbreviate(prefix_len)));
+    send_manifest(
+        client,
+        &manifest.abbreviate(prefix_len),
+        base,
+        |base| routes::publish_abbreviated(base, &sha, prefix_len),
+        report,
+    )
+    .await
+}
+
+/// Publishes the full manifest, as a delta of the base's when there is a
+/// base.
+async fn publish_full(
+    client: &HubClient,
+    full: &[u8],
+    base: Option<&(Manifest, Vec<u8>)>,
+    report: &mut UploadReport,
+) -> Result<PublishResponse, TransferError> {
+    let base = base.map(|(m, bytes)| (m.target_name(), bytes.clone()));
+    send_manifest(client, full, base, routes::publish, report).await
+}
+
+/// Sends `body` zstd-compressed to the URL `url` makes: as a delta of the
+/// base's form (`base`: its target and bytes) when there is one, alone if
+/// there is none or the hub no longer has it.
+async fn send_manifest(
+    client: &HubClient,
+    body: &[u8],
+    base: Option<(String, Vec<u8>)>,
+    url: impl Fn(Option<&str>) -> String,
+    report: &mut UploadReport,
+) -> Result<PublishResponse, TransferError> {
+    if let Some((target, base_bytes)) = base {
+        let delta = encode_manifest_delta(&base_bytes, body);
         report.manifest_bytes_sent += delta.len() as u64;
         let result: Result<PublishResponse, _> = client
             .post_bytes_within(
-                &routes::publish_abbreviated(Some(&target), &sha, prefix_len),
+                &url(Some(&target)),
                 "application/zstd",
                 delta,
                 PUBLISH_PROCESSING,
@@ -397,52 +445,11 @@ async fn publish_abbreviated(
             Err(e) => return Err(e.into()),
         }
     }
-    let compressed = encode_manifest_delta(&[], &abbreviated);
+    let compressed = encode_manifest_delta(&[], body);
     report.manifest_bytes_sent += compressed.len() as u64;
     Ok(client
         .post_bytes_within(
-            &routes::publish_abbreviated(None, &sha, prefix_len),
-            "application/zstd",
-            compressed,
-            PUBLISH_PROCESSING,
-        )
-        .await?)
-}
-
-/// Publishes the full manifest, as a delta of the base's when there is a
-/// base (alone if the hub lost that base).
-async fn publish_full(
-    client: &HubClient,
-    full: &[u8],
-    base: Option<&(Manifest, Vec<u8>)>,
-    report: &mut UploadReport,
-) -> Result<PublishResponse, TransferError> {
-    if let Some((base_manifest, base_bytes)) = base {
-        let delta = encode_manifest_delta(base_bytes, full);
-        let target = base_manifest.target_name();
-        report.manifest_bytes_sent += delta.len() as u64;
-        let result: Result<PublishResponse, _> = client
-            .post_bytes_within(
-                &routes::publish(Some(&target)),
-                "application/zstd",
-                delta,
-                PUBLISH_PROCESSING,
-            )
-            .await;
-        match result {
-            Ok(r) => {
-                report.delta_base = Some(target);
-                return Ok(r);
-            }
-            Err(e) if e.code() == Some(ErrorCode::UnknownBase.as_str()) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let compressed = encode_manifest_delta(&[], full);
-    report.manifest_bytes_sent += compressed.len() as u64;
-    Ok(client
-        .post_bytes_within(
-            &routes::publish(None),
+            &url(None),
             "application/zstd",
             compressed,
             PUBLISH_PROCESSING,
