@@ -14,6 +14,7 @@ mod plugin_hot_swap;
 mod plugin_installers;
 mod plugin_sandbox;
 mod publish_fetch;
+mod relay;
 mod revocations;
 mod server_limits;
 mod tuf_interop;

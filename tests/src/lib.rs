@@ -9,6 +9,7 @@
 pub mod mirror;
 pub mod plugins;
 pub mod process;
+pub mod relay;
 pub mod tree;
 
 pub use mirror::{Mirror, Tamper};

@@ -183,33 +183,10 @@ impl Hub {
 
     fn run_on(&mut self, listen: &str) {
         assert!(self.process.is_none(), "the hub is already running");
-        let mut child = Command::new(ferry_bin())
-            .args(["hub", "run", "--listen", listen, "--data"])
-            .arg(&self.data)
-            .env("FERRY_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("ferry hub run starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        // Readiness is the line the hub prints once it accepts connections.
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix("ferry hub listening on https://") {
-                        break addr.trim().parse::<SocketAddr>().expect("an address");
-                    }
-                }
-                _ => {
-                    let status = child.wait().expect("hub exit status");
-                    panic!("ferry hub run exited ({status}) before listening");
-                }
-            }
-        };
-        // Keep draining stdout so the hub never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["hub".into(), "run".into(), "--listen".into(), listen.into()];
+        args.extend(["--data".into(), self.data.clone().into_os_string()]);
+        let (child, addr) = serve(&args, "ferry hub listening on https://");
         self.process = Some(child);
         self.addr = Some(addr);
     }
@@ -296,6 +273,39 @@ impl Drop for Hub {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts a serving `ferry ARGS` (a hub or a relay) and waits until it
+/// prints `ready` followed by its address: readiness is that line, printed
+/// once it accepts connections. Its stdout keeps being drained so it never
+/// blocks on a full pipe.
+pub fn serve(args: &[std::ffi::OsString], ready: &str) -> (Child, SocketAddr) {
+    let mut child = Command::new(ferry_bin())
+        .args(args)
+        .env("FERRY_LOG", "warn")
+        .env_remove("FERRY_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ferry starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(addr) = line.strip_prefix(ready) {
+                    break addr.trim().parse::<SocketAddr>().expect("an address");
+                }
+            }
+            _ => {
+                let status = child.wait().expect("exit status");
+                panic!("ferry {args:?} exited ({status}) before listening");
+            }
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
 }
 
 /// A client data directory (enrolled or not).

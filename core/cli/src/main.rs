@@ -5,6 +5,7 @@ mod client_cmds;
 mod hub_cmds;
 mod output;
 mod plugin;
+mod relay_cmds;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,9 @@ enum Command {
     /// Run and administer a hub (the central server).
     #[command(subcommand)]
     Hub(hub_cmds::HubCommand),
+    /// Run and inspect a relay (a branch office's distribution server).
+    #[command(subcommand)]
+    Relay(relay_cmds::RelayCommand),
     /// Create enrollment tokens (run on the hub's machine).
     #[command(subcommand)]
     Token(hub_cmds::TokenCommand),
@@ -95,6 +99,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Hub(cmd) => hub_cmds::run_hub(cmd).await,
+            Command::Relay(cmd) => relay_cmds::run_relay(cmd).await,
             Command::Token(cmd) => hub_cmds::run_token(cmd),
             Command::Enroll(args) => client_cmds::enroll(args).await,
             Command::Publish(args) => client_cmds::publish(args).await,

@@ -34,6 +34,12 @@
 //! - `GET  objects/{content id}` - a whole file, with HTTP `Range` support
 //! - `GET  tuf/{file}` - signed TUF metadata
 //! - `GET  tuf/targets/{sha256}.{target}` - a manifest, as a TUF target
+//! - `GET  revocations` - the hub-signed revocation list
+//! - `POST relay/sync[?wait=true]` - a relay only, called by itself
+//!   (`ferry relay sync`): sync now; with `wait`, the sync's record
+//!
+//! A relay serves the same routes to its agents (enrollment is passed on
+//! to its upstream); publishing and withdrawal are the hub's alone.
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +79,9 @@ pub mod routes {
 
     /// `GET`: the hub-signed revocation list (see `ferry_trust::documents`).
     pub const REVOCATIONS: &str = "/v1/revocations";
+    /// `POST` (a relay, to itself): sync with the upstream now;
+    /// `?wait=true` answers when that sync ended, with its record.
+    pub const RELAY_SYNC: &str = "/v1/relay/sync";
 
     /// Relative URL of the TUF metadata directory.
     pub const TUF_METADATA_DIR: &str = "v1/tuf/";
@@ -184,6 +193,9 @@ pub enum ErrorCode {
     StorageFull,
     /// A server-side failure; the server's log has the details.
     Internal,
+    /// A relay could not reach its upstream for what was asked; retry
+    /// later or use another source.
+    UpstreamUnavailable,
     /// A code this client does not know (a newer server).
     #[serde(other)]
     Unknown,
@@ -208,6 +220,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::StorageFull => "storage-full",
             ErrorCode::Internal => "internal",
+            ErrorCode::UpstreamUnavailable => "upstream-unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

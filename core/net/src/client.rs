@@ -7,8 +7,10 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use url::Url;
 
+use std::sync::Arc;
+
 use crate::api::ErrorBody;
-use crate::{ClientCredentials, NetError, client_config};
+use crate::{ClientCredentials, Link, NetError, client_config};
 
 /// How slow a source may be before it counts as down. An untrusted source
 /// must not hold a client by dripping bytes: the response headers must come
@@ -49,6 +51,7 @@ pub struct HubClient {
     http: reqwest::Client,
     base: Url,
     pace: Pace,
+    link: Option<Arc<Link>>,
 }
 
 /// A streaming response.
@@ -81,7 +84,22 @@ impl HubClient {
             http,
             base: with_slash(base),
             pace: Pace::default(),
+            link: None,
         })
+    }
+
+    /// The same client drawing every byte it sends and receives from
+    /// `link`'s budget, and counting them there.
+    pub fn with_link(mut self, link: Arc<Link>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Waits for the link's budget for `n` bytes about to be sent.
+    async fn sending(&self, n: usize) {
+        if let Some(link) = &self.link {
+            link.send(n as u64).await;
+        }
     }
 
     /// The same client with another [`Pace`].
@@ -115,6 +133,7 @@ impl HubClient {
             http: self.http.clone(),
             base: with_slash(base),
             pace: self.pace,
+            link: self.link.clone(),
         }
     }
 
@@ -181,7 +200,12 @@ impl HubClient {
     /// The body of `response` as a stream that fails with
     /// [`NetError::TooSlow`] when the source falls below this client's pace.
     pub fn body(&self, url: &Url, response: reqwest::Response) -> BodyStream {
-        Box::pin(paced(url.clone(), response.bytes_stream(), self.pace))
+        Box::pin(paced(
+            url.clone(),
+            response.bytes_stream(),
+            self.pace,
+            self.link.clone(),
+        ))
     }
 
     /// GET a JSON document.
@@ -254,6 +278,7 @@ impl HubClient {
         if let Some(encoding) = content_encoding {
             request = request.header(reqwest::header::CONTENT_ENCODING, encoding);
         }
+        self.sending(body.len()).await;
         let request = request.body(body);
         let response = self.send(&url, request, deadline).await?;
         let bytes = self
@@ -306,6 +331,7 @@ impl HubClient {
         zstd: bool,
     ) -> Result<Response, NetError> {
         let len = body.len();
+        self.sending(len).await;
         let mut request = self
             .http
             .post(url.clone())
@@ -361,7 +387,12 @@ pub async fn read_limited(
     limit: u64,
 ) -> Result<Bytes, NetError> {
     let length = response.content_length();
-    let stream = Box::pin(paced(url.clone(), response.bytes_stream(), Pace::default()));
+    let stream = Box::pin(paced(
+        url.clone(),
+        response.bytes_stream(),
+        Pace::default(),
+        None,
+    ));
     read_stream_limited(url, length, stream, limit).await
 }
 
@@ -369,17 +400,20 @@ pub async fn read_limited(
 /// every window of `grace` (the first one starting with the request) must
 /// bring `min_rate × grace` bytes, and no piece may take longer than
 /// `stall`. Windows do not carry credit over, so a fast start does not buy
-/// a long drip later.
+/// a long drip later. With a `link`, each piece waits for its budget, and
+/// that wait does not count against the source.
 fn paced(
     url: Url,
     stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + Sync + 'static,
     pace: Pace,
+    link: Option<Arc<Link>>,
 ) -> impl Stream<Item = Result<Bytes, NetError>> + Send + Sync + 'static {
     let window = pace.grace.max(Duration::from_millis(1));
     let needed = (pace.min_rate as f64 * window.as_secs_f64()) as u64;
     let state = Some((Box::pin(stream), Instant::now(), 0u64));
     futures_util::stream::unfold(state, move |state| {
         let url = url.clone();
+        let link = link.clone();
         async move {
             let (mut stream, mut window_start, mut window_bytes) = state?;
             let stall = Instant::now() + pace.stall;
@@ -400,6 +434,9 @@ fn paced(
                 Err(_) => Some((Err(too_slow(window_bytes)), None)),
                 Ok(None) => None,
                 Ok(Some(Ok(piece))) => {
+                    if let Some(link) = &link {
+                        window_start += link.receive(piece.len() as u64).await;
+                    }
                     window_bytes += piece.len() as u64;
                     if window_start.elapsed() >= window {
                         if window_bytes < needed {
@@ -503,6 +540,7 @@ mod tests {
             url.clone(),
             dripping(1 << 20, Duration::from_secs(1)),
             pace(),
+            None,
         ))
         .await;
         assert!(matches!(err, Some(NetError::TooSlow { .. })), "{err:?}");
@@ -517,6 +555,7 @@ mod tests {
             url.clone(),
             dripping(10, Duration::from_secs(60)),
             pace(),
+            None,
         ))
         .await;
         assert!(matches!(err, Some(NetError::TooSlow { .. })), "{err:?}");
@@ -533,8 +572,27 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Some((Ok(Bytes::from(vec![1u8; 200])), n + 1))
         });
-        let (got, err) = drain(paced(url, steady, pace())).await;
+        let (got, err) = drain(paced(url, steady, pace(), None)).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(got, 8000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_the_link_budget_does_not_count_against_the_source() {
+        let url: Url = "https://source.example/x".parse().unwrap();
+        // A fast source behind a link capped far below the pace's minimum.
+        let fast = futures_util::stream::iter((0..10).map(|_| Ok(Bytes::from(vec![1u8; 20_000]))));
+        let link = Arc::new(Link::new(crate::Rate::BytesPerSecond(50)));
+        let started = Instant::now();
+        let (got, err) = drain(paced(url, fast, pace(), Some(link.clone()))).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, 200_000);
+        assert_eq!(link.received(), 200_000);
+        // The cap held: 200 kB less the first burst at 50 B/s.
+        assert!(
+            started.elapsed() >= Duration::from_secs(3_600),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -16,6 +16,52 @@ pub fn cert_sha256(der: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(der).into()
 }
 
+/// Who a client certificate says its holder is, as the hub's CA signed
+/// it: client id, role and site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateIdentity {
+    /// The client id (common name).
+    pub id: String,
+    /// The role (organizational unit).
+    pub role: crate::api::Role,
+    /// The site (locality), if any.
+    pub site: Option<String>,
+}
+
+/// Reads the identity from a client certificate's DER. Only meaningful for
+/// a certificate TLS has already verified against the hub's CA: the CA
+/// alone chooses these names ([`CertificateAuthority::sign_client_csr`]).
+pub fn certificate_identity(der: &[u8]) -> Result<CertificateIdentity, NetError> {
+    let bad = |why: String| NetError::Certificate(format!("not a Ferry client certificate: {why}"));
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| bad(format!("unreadable: {e}")))?;
+    let subject = cert.subject();
+    let one = |mut values: Box<
+        dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>> + '_,
+    >,
+               what: &str| {
+        let value = values
+            .next()
+            .ok_or_else(|| bad(format!("no {what}")))?
+            .as_str()
+            .map_err(|e| bad(format!("its {what} is not text: {e}")))?
+            .to_owned();
+        if values.next().is_some() {
+            return Err(bad(format!("more than one {what}")));
+        }
+        Ok(value)
+    };
+    let id = one(Box::new(subject.iter_common_name()), "common name")?;
+    let role = one(Box::new(subject.iter_organizational_unit()), "role")?
+        .parse()
+        .map_err(bad)?;
+    let site = match subject.iter_locality().count() {
+        0 => None,
+        _ => Some(one(Box::new(subject.iter_locality()), "site")?),
+    };
+    Ok(CertificateIdentity { id, role, site })
+}
+
 fn dn(common_name: &str, unit: Option<&str>) -> DistinguishedName {
     let mut d = DistinguishedName::new();
     d.push(DnType::CommonName, common_name);
@@ -272,6 +318,33 @@ mod tests {
         let client = crate::HubClient::new(base, ca, None)?;
         let url = client.url("ping")?;
         client.get_bytes(&url, 64).await
+    }
+
+    #[test]
+    fn the_identity_the_ca_signed_is_read_back() {
+        let (ca, _) = CertificateAuthority::generate("test hub").unwrap();
+        let key = generate_client_key().unwrap();
+        let cert = ca
+            .sign_client_csr(&key.csr_pem, "pc-7", "agent", Some("berlin"), &[], 30)
+            .unwrap();
+        let id = certificate_identity(&pem_cert_der(&cert).unwrap()).unwrap();
+        assert_eq!(
+            id,
+            CertificateIdentity {
+                id: "pc-7".into(),
+                role: crate::api::Role::Agent,
+                site: Some("berlin".into())
+            }
+        );
+        let cert = ca
+            .sign_client_csr(&key.csr_pem, "pub", "publisher", None, &[], 30)
+            .unwrap();
+        let id = certificate_identity(&pem_cert_der(&cert).unwrap()).unwrap();
+        assert_eq!((id.role, id.site), (crate::api::Role::Publisher, None));
+        // The CA's own certificate names no client role.
+        let err = certificate_identity(&pem_cert_der(ca.cert_pem()).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("not a Ferry client"), "{err}");
+        assert!(certificate_identity(b"junk").is_err());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ mod credentials;
 mod enroll;
 mod error;
 mod identity;
+mod link;
 mod server;
 mod tls;
 mod token;
@@ -18,9 +19,10 @@ pub use credentials::{ClientCredentials, ClientInfo};
 pub use enroll::enroll;
 pub use error::NetError;
 pub use identity::{
-    CertificateAuthority, ClientKey, IssuedCertificate, cert_sha256, generate_client_key,
-    pem_cert_der,
+    CertificateAuthority, CertificateIdentity, ClientKey, IssuedCertificate, cert_sha256,
+    certificate_identity, generate_client_key, pem_cert_der,
 };
+pub use link::{Link, Rate};
 pub use server::{Peer, ServerLimits, raise_fd_limit, serve, serve_with_limits};
 pub use tls::{client_config, fetch_ca_pinned, provider, server_config};
 pub use token::EnrollmentToken;

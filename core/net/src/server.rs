@@ -25,6 +25,10 @@ pub struct Peer {
     /// SHA-256 of the client certificate, if one was presented (rustls has
     /// already verified it against the hub CA).
     pub cert_sha256: Option<[u8; 32]>,
+    /// The client certificate's DER, if one was presented: a server without
+    /// the hub's client list (a relay) reads the identity the hub's CA
+    /// signed into it ([`crate::certificate_identity`]).
+    pub cert_der: Option<Arc<[u8]>>,
 }
 
 /// What one server allows, so no client (trusted or not) can hold it: a
@@ -193,12 +197,13 @@ pub async fn serve_with_limits(
                         return;
                     }
                 };
-            let cert = tls
+            let leaf: Option<Arc<[u8]>> = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
-                .map(|leaf| cert_sha256(leaf));
+                .map(|leaf| Arc::from(leaf.as_ref()));
+            let cert = leaf.as_deref().map(cert_sha256);
             let (holder, max) = match cert {
                 Some(c) => (Holder::Cert(c), limits.max_per_client),
                 None => (Holder::Address(addr.ip()), limits.max_anonymous_per_address),
@@ -210,6 +215,7 @@ pub async fn serve_with_limits(
             let peer = Peer {
                 addr,
                 cert_sha256: cert,
+                cert_der: leaf,
             };
             let svc = app.map_request(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(peer.clone());

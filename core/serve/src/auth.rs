@@ -33,11 +33,12 @@ pub enum Lookup {
     Revoked(String),
 }
 
-/// Who may read: maps a client certificate (its SHA-256; TLS has already
-/// checked it against the hub CA) to a client. May block.
+/// Who may read: maps a client certificate (TLS has already checked it
+/// against the hub CA) to a client. May block.
 pub trait Authorizer: Send + Sync + 'static {
-    /// Looks a certificate up.
-    fn lookup(&self, cert_sha256: &[u8; 32]) -> Result<Lookup, ApiError>;
+    /// Looks a certificate up by its SHA-256 (the hub's client list) or
+    /// its DER (the identity the CA signed into it, as a relay does).
+    fn lookup(&self, cert_sha256: &[u8; 32], cert_der: &[u8]) -> Result<Lookup, ApiError>;
 }
 
 /// How long a looked-up certificate is trusted without asking the
@@ -69,7 +70,7 @@ impl Authentication {
         axum::Extension(self.clone())
     }
 
-    async fn lookup(self: &Arc<Self>, cert: [u8; 32]) -> Result<Lookup, ApiError> {
+    async fn lookup(self: &Arc<Self>, cert: [u8; 32], der: Arc<[u8]>) -> Result<Lookup, ApiError> {
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, found)) = cache.get(&cert)
@@ -79,7 +80,7 @@ impl Authentication {
             }
         }
         let authorizer = self.authorizer.clone();
-        let found = crate::blocking(move || authorizer.lookup(&cert)).await?;
+        let found = crate::blocking(move || authorizer.lookup(&cert, &der)).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.clear();
@@ -118,10 +119,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Arc<Authentication>>()
             .cloned()
             .ok_or_else(|| ApiError::internal("authentication layer missing from the router"))?;
-        let fingerprint = parts
+        let (fingerprint, der) = parts
             .extensions
             .get::<Peer>()
-            .and_then(|p| p.cert_sha256)
+            .and_then(|p| Some((p.cert_sha256?, p.cert_der.clone()?)))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -129,7 +130,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                     "no client certificate presented; enroll first with `ferry enroll --server URL --token TOKEN`",
                 )
             })?;
-        match auth.lookup(fingerprint).await? {
+        match auth.lookup(fingerprint, der).await? {
             Lookup::Client(client) => Ok(Caller(client)),
             Lookup::Unknown => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -97,7 +97,7 @@ impl ContentSource for DiskSource {
 struct Clients;
 
 impl Authorizer for Clients {
-    fn lookup(&self, cert: &[u8; 32]) -> Result<Lookup, ApiError> {
+    fn lookup(&self, cert: &[u8; 32], _der: &[u8]) -> Result<Lookup, ApiError> {
         Ok(match cert[0] {
             1 => Lookup::Client(ClientIdentity {
                 id: "agent-1".into(),
@@ -125,6 +125,7 @@ fn request(method: &str, uri: &str, cert: Option<u8>, body: Vec<u8>) -> Request<
     req.extensions_mut().insert(Peer {
         addr: "127.0.0.1:9".parse().unwrap(),
         cert_sha256: cert.map(|c| [c; 32]),
+        cert_der: cert.map(|c| Arc::from(&[c][..])),
     });
     req
 }

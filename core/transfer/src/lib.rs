@@ -18,4 +18,4 @@ pub mod upload;
 pub use error::TransferError;
 pub use fetch::{FetchReport, ManifestFetch, fetch_manifest, fetch_objects, materialize};
 pub use local::LocalContent;
-pub use metadata::{TufTransport, load_repository, resolve_version};
+pub use metadata::{TufTransport, load_repository, load_repository_recorded, resolve_version};

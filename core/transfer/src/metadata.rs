@@ -1,3 +1,6 @@
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use ferry_content::PackageName;
 use ferry_net::api::routes;
 use ferry_net::{ClientCredentials, HubClient};
@@ -14,12 +17,23 @@ use crate::TransferError;
 #[derive(Debug, Clone)]
 pub struct TufTransport {
     client: HubClient,
+    recorded: Option<Recorded>,
 }
+
+/// Metadata files as a load read them, by file name.
+type Recorded = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+/// Largest metadata file a recording load keeps in memory (tough's own
+/// limit for targets metadata is the same).
+const MAX_RECORDED_FILE: u64 = 64 << 20;
 
 impl TufTransport {
     /// A transport over `client`.
     pub fn new(client: HubClient) -> Self {
-        TufTransport { client }
+        TufTransport {
+            client,
+            recorded: None,
+        }
     }
 }
 
@@ -27,6 +41,27 @@ impl TufTransport {
 impl Transport for TufTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
         match self.client.get(&url, None).await {
+            Ok(response) if self.recorded.is_some() => {
+                // Kept whole, as received: what tough verifies is exactly
+                // what a relay serves on.
+                let bytes = self
+                    .client
+                    .read_limited(&url, response, MAX_RECORDED_FILE)
+                    .await
+                    .map_err(|e| {
+                        TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), e)
+                    })?;
+                if let (Some(recorded), Some(name)) = (
+                    &self.recorded,
+                    url.path_segments().and_then(|mut s| s.next_back()),
+                ) {
+                    recorded
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.to_owned(), bytes.to_vec());
+                }
+                Ok(Box::pin(futures_util::stream::iter([Ok(bytes)])))
+            }
             Ok(response) => {
                 // Paced: a source dripping metadata is dropped, not waited on.
                 let u = url.clone();
@@ -66,6 +101,32 @@ pub async fn load_repository(
         TufTransport::new(client.clone()),
     )
     .await?)
+}
+
+/// [`load_repository`] that also returns the metadata files it read, by
+/// file name (`timestamp.json`, `N.snapshot.json`, `N.targets.json`, new
+/// `N.root.json`), byte for byte: a relay serves them on unchanged.
+pub async fn load_repository_recorded(
+    creds: &ClientCredentials,
+    client: &HubClient,
+) -> Result<(TrustedRepository, BTreeMap<String, Vec<u8>>), TransferError> {
+    let metadata = client.url(routes::TUF_METADATA_DIR)?;
+    let targets = client.url(routes::TUF_TARGETS_DIR)?;
+    let recorded = Recorded::default();
+    let transport = TufTransport {
+        client: client.clone(),
+        recorded: Some(recorded.clone()),
+    };
+    let repo = TrustedRepository::load(
+        &creds.tuf_root,
+        &creds.tuf_datastore(),
+        metadata,
+        targets,
+        transport,
+    )
+    .await?;
+    let files = std::mem::take(&mut *recorded.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok((repo, files))
 }
 
 /// The newest signed version of `name` matching `req`.

@@ -91,7 +91,7 @@ fn info(v: VersionRecord) -> VersionInfo {
 }
 
 impl Authorizer for HubSource {
-    fn lookup(&self, cert_sha256: &[u8; 32]) -> Result<Lookup, ApiError> {
+    fn lookup(&self, cert_sha256: &[u8; 32], _cert_der: &[u8]) -> Result<Lookup, ApiError> {
         Ok(match self.state.catalog.client_by_cert(cert_sha256)? {
             None => Lookup::Unknown,
             Some(c) if c.revoked_at.is_some() => Lookup::Revoked(c.id),

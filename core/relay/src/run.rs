@@ -1,0 +1,367 @@
+//! `ferry relay run`: serve the office's agents and sync with the upstream
+//! when the schedule plugin says (or when asked).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferry_net::Rate;
+use ferry_net::api::{EnrollRequest, EnrollResponse, ErrorCode, routes};
+use ferry_plugin::{BuiltinPlugin, LastSync, PluginEngine, Registry, ScheduleRequest, SyncOutcome};
+use ferry_serve::{ApiError, Authentication, Caller};
+use tokio::sync::{Notify, watch};
+
+use crate::source::RelaySource;
+use crate::status::{NextSync, Outcome, SyncRecord};
+use crate::{RelayError, RelayState};
+
+/// Options of `ferry relay run` that override `relay.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Serves the relay in `data` until `shutdown` resolves, syncing in the
+/// background. `builtins` are the plugins embedded in the binary (the
+/// default schedule among them); `ready` is called with the bound address
+/// once the relay accepts connections.
+pub async fn run(
+    data: &Path,
+    options: RunOptions,
+    builtins: &'static [BuiltinPlugin],
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RelayError> {
+    let _lock = crate::lock(data)?;
+    let state = Arc::new(RelayState::open(data).await?);
+    let settings = state.config.plugins.clone();
+    let cache = data.join("plugin-cache");
+    let registry = tokio::task::spawn_blocking(move || {
+        let engine = PluginEngine::new(Some(cache))?;
+        Registry::new(engine, settings, builtins)
+    })
+    .await
+    .map_err(|e| RelayError::DataDir(format!("loading plugins failed: {e}")))??;
+    let (registry, report) = registry;
+    for failed in &report.failed {
+        tracing::warn!("site plugin not loaded: {failed}");
+    }
+    let registry = Arc::new(registry);
+    let _watch = registry.watch();
+
+    let creds = &state.creds;
+    let tls = ferry_net::server_config(&creds.ca_pem, &creds.cert_pem, &creds.key_pem)?;
+    let listen = options.listen.unwrap_or(state.config.listen);
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        RelayError::DataDir(format!(
+            "cannot listen on {listen}: {e}; pick another address with --listen or `listen` in relay.toml"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| RelayError::DataDir(format!("listener has no address: {e}")))?;
+    let control = Arc::new(SyncControl::default());
+    state
+        .update_status(|s| {
+            s.address = Some(bound.to_string());
+            s.pid = Some(std::process::id());
+        })
+        .await;
+    let syncer = tokio::spawn(sync_loop(state.clone(), registry, control.clone()));
+    tracing::info!(%bound, data = %data.display(), "relay serving");
+    ready(bound);
+    ferry_net::serve(listener, tls, router(state.clone(), control), shutdown).await;
+    syncer.abort();
+    state
+        .update_status(|s| {
+            s.address = None;
+            s.pid = None;
+            s.next_sync = None;
+        })
+        .await;
+    Ok(())
+}
+
+/// Sync requests and the syncs that ran, so a request can wait for the
+/// first sync that started after it.
+#[derive(Default)]
+struct SyncControl {
+    requested: Notify,
+    progress: watch::Sender<Progress>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    started: u64,
+    finished: u64,
+    last: Option<SyncRecord>,
+}
+
+impl SyncControl {
+    /// Asks for a sync; returns the number the sync that answers it will
+    /// have.
+    fn request(&self) -> u64 {
+        let next = self.progress.borrow().started + 1;
+        self.requested.notify_one();
+        next
+    }
+
+    async fn wait_for(&self, number: u64) -> Option<SyncRecord> {
+        let mut rx = self.progress.subscribe();
+        let progress = rx.wait_for(|p| p.finished >= number).await.ok()?;
+        progress.last.clone()
+    }
+}
+
+/// The relay's API: the shared read routes over what it synced, enrollment
+/// passed on to the upstream, and its own sync trigger.
+fn router(state: Arc<RelayState>, control: Arc<SyncControl>) -> Router {
+    let source = Arc::new(RelaySource::new(state.clone()));
+    let auth = Authentication::new(source.clone());
+    let own = Router::new()
+        .route(routes::CA, get(ca))
+        .route(routes::ENROLL, post(enroll))
+        .route(routes::RELAY_SYNC, post(sync_now))
+        .with_state((state, control));
+    own.merge(ferry_serve::router(source))
+        .fallback(ferry_serve::not_found)
+        .layer(auth.layer())
+}
+
+type Shared = (Arc<RelayState>, Arc<SyncControl>);
+
+/// `GET /v1/ca`: the hub's CA, as pinned at enrollment (a client checks it
+/// against the fingerprint in its token).
+async fn ca(State((state, _)): State<Shared>) -> String {
+    state.creds.ca_pem.clone()
+}
+
+/// `POST /v1/enroll`: passed on to the upstream, which passes it on to the
+/// hub; only the hub redeems tokens and signs certificates.
+async fn enroll(
+    State((state, _)): State<Shared>,
+    Json(req): Json<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    state
+        .upstream
+        .post_json(routes::relative(routes::ENROLL), &req)
+        .await
+        .map(Json)
+        .map_err(upstream_error)
+}
+
+/// An upstream failure as this relay's answer: the upstream's own refusal
+/// (a bad token) passes through with its code; not reaching it is
+/// `upstream-unavailable`.
+fn upstream_error(e: ferry_net::NetError) -> ApiError {
+    match &e {
+        ferry_net::NetError::Status {
+            status,
+            code,
+            message,
+            ..
+        } => {
+            let code = code
+                .as_deref()
+                .and_then(|c| serde_json::from_value(serde_json::Value::from(c)).ok())
+                .unwrap_or(ErrorCode::Unknown);
+            let status = axum::http::StatusCode::from_u16(*status)
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            ApiError::new(status, code, message.clone())
+        }
+        _ => ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamUnavailable,
+            format!("this relay cannot reach its upstream: {e}; retry later"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SyncQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /v1/relay/sync[?wait=true]`: only the relay's own certificate
+/// (`ferry relay sync` on its machine) may ask.
+async fn sync_now(
+    State((state, control)): State<Shared>,
+    caller: Caller,
+    Query(query): Query<SyncQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if caller.0.id != state.creds.info.id {
+        return Err(ApiError::forbidden(format!(
+            "only the relay itself may start its sync; run `ferry relay sync --data DIR` on \
+             its machine (client {} asked)",
+            caller.0.id
+        )));
+    }
+    let number = control.request();
+    if !query.wait {
+        return Ok(Json(serde_json::json!({ "requested": number })));
+    }
+    let record = control
+        .wait_for(number)
+        .await
+        .ok_or_else(|| ApiError::internal("the relay stopped before the sync ended"))?;
+    Ok(Json(
+        serde_json::to_value(record).expect("records serialize"),
+    ))
+}
+
+/// Asks the schedule plugin when to sync and at what cap, waits, syncs,
+/// and asks again. After failures in a row, the next attempt waits at
+/// least a doubling back-off with jitter, whatever the plugin says; a
+/// request (`ferry relay sync`) tells the plugin the sync is urgent.
+async fn sync_loop(state: Arc<RelayState>, registry: Arc<Registry>, control: Arc<SyncControl>) {
+    let mut failures = 0u32;
+    let mut urgent = false;
+    loop {
+        let now = unix_now();
+        let request = ScheduleRequest {
+            now,
+            utc_offset_minutes: chrono::Local::now().offset().local_minus_utc() / 60,
+            last_sync: state.status().last_sync.as_ref().and_then(last_sync),
+            backlog_bytes: 0,
+            urgent,
+        };
+        let asked = {
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || registry.schedule(&request)).await
+        };
+        let (next, cap_until, decided_by, fallback, rate) = match asked {
+            Ok(Ok(d)) => (
+                d.value.next_sync,
+                d.value.cap_until,
+                d.plugin,
+                d.fallback,
+                Rate::from_bits_per_second(d.value.bandwidth_cap_bps),
+            ),
+            // Not even the built-in schedule answered: keep the link's
+            // rate and ask again after the longest back-off.
+            Ok(Err(e)) => {
+                tracing::error!("no schedule plugin decided: {e}");
+                let later = now + state.config.sync.retry_max.as_secs();
+                (
+                    later,
+                    later,
+                    "none".into(),
+                    Some(e.to_string()),
+                    state.link.rate(),
+                )
+            }
+            Err(e) => {
+                tracing::error!("the schedule call failed: {e}");
+                let later = now + state.config.sync.retry_max.as_secs();
+                (later, later, "none".into(), None, state.link.rate())
+            }
+        };
+        state.link.set_rate(rate);
+        let floor = if failures > 0 && !urgent {
+            now + backoff(&state, failures).as_secs()
+        } else {
+            now
+        };
+        let at = next.max(floor);
+        let reason = if at > next {
+            format!("retry after {failures} failed sync(s)")
+        } else if urgent {
+            "requested".to_owned()
+        } else {
+            "schedule".to_owned()
+        };
+        let trigger = if urgent { "request" } else { "schedule" };
+        let shown = NextSync {
+            at: rfc3339(at),
+            decided_by,
+            fallback,
+            cap: rate.to_string(),
+            reason,
+        };
+        state.update_status(|s| s.next_sync = Some(shown)).await;
+        urgent = false;
+        let wake = at.min(cap_until.max(now + 1));
+        tokio::select! {
+            _ = sleep_until_unix(wake) => {}
+            _ = control.requested.notified() => {
+                urgent = true;
+                continue;
+            }
+        }
+        if unix_now() < at {
+            continue;
+        }
+        control.progress.send_modify(|p| p.started += 1);
+        let record = crate::sync::sync(&state, trigger).await;
+        failures = match record.outcome {
+            Outcome::Succeeded => 0,
+            _ => failures.saturating_add(1),
+        };
+        control.progress.send_modify(|p| {
+            p.finished = p.started;
+            p.last = Some(record);
+        });
+    }
+}
+
+/// Back-off after `failures` failed syncs in a row: `retry-min` doubled
+/// per failure up to `retry-max`, then between 75% and 125% of that, so
+/// relays that failed together do not retry together.
+fn backoff(state: &RelayState, failures: u32) -> Duration {
+    let sync = &state.config.sync;
+    let base = sync
+        .retry_min
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(sync.retry_max);
+    base.mul_f64(0.75 + rand::random::<f64>() * 0.5)
+}
+
+fn last_sync(record: &SyncRecord) -> Option<LastSync> {
+    let secs = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.timestamp().max(0) as u64)
+    };
+    Some(LastSync {
+        started: secs(&record.started)?,
+        finished: secs(&record.finished)?,
+        outcome: match record.outcome {
+            Outcome::Succeeded => SyncOutcome::Succeeded,
+            Outcome::Partial => SyncOutcome::Partial,
+            Outcome::Failed => SyncOutcome::Failed,
+        },
+        error: record.error.clone(),
+        bytes: record.wan_bytes,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn rfc3339(unix: u64) -> String {
+    chrono::DateTime::from_timestamp(unix as i64, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// Sleeps until a wall-clock time (schedules are in wall-clock seconds).
+async fn sleep_until_unix(at: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let target = Duration::from_secs(at);
+    if target > now {
+        tokio::time::sleep(target - now).await;
+    }
+}

@@ -1,0 +1,182 @@
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ferry_catalog::SqliteCatalog;
+use ferry_net::{ClientCredentials, HubClient, Link, Rate};
+use ferry_transfer::LocalContent;
+
+use crate::snapshot::Snapshots;
+use crate::status::{RelayStatus, Traffic};
+use crate::{RelayConfig, RelayError, RelayLayout};
+
+/// A relay's open data directory: what the serving side and the sync share.
+pub struct RelayState {
+    /// Where things are.
+    pub layout: RelayLayout,
+    /// `relay.toml`.
+    pub config: RelayConfig,
+    /// The relay's enrollment.
+    pub creds: ClientCredentials,
+    /// Synced versions and the chunk index (the hub's catalog block).
+    pub catalog: Arc<SqliteCatalog>,
+    /// Stored files, manifests and spooled chunks.
+    pub local: LocalContent,
+    /// The served metadata.
+    pub snapshots: Snapshots,
+    /// The WAN link: every upstream byte draws from its budget.
+    pub link: Arc<Link>,
+    /// The upstream, through `link`.
+    pub upstream: HubClient,
+    revoked: RwLock<Revoked>,
+    status: Mutex<RelayStatus>,
+    /// WAN traffic of earlier runs, from the status file.
+    wan_before: Traffic,
+    /// One status write at a time, each writing the newest status.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// The certificates the hub's signed revocation list names.
+#[derive(Debug, Default)]
+pub(crate) struct Revoked {
+    pub version: u64,
+    pub certs: HashSet<[u8; 32]>,
+}
+
+impl Revoked {
+    /// Reads a revocation list's body (its signature was checked when it
+    /// was synced).
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Revoked> {
+        let doc: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let signed = &doc["signed"];
+        let certs = signed["body"]["revoked"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| {
+                hex::decode(r["cert_sha256"].as_str()?)
+                    .ok()?
+                    .try_into()
+                    .ok()
+            })
+            .collect();
+        Some(Revoked {
+            version: signed["version"].as_u64()?,
+            certs,
+        })
+    }
+}
+
+impl RelayState {
+    /// Opens the relay in `data` (enrolled by `ferry relay init`).
+    pub async fn open(data: &Path) -> Result<RelayState, RelayError> {
+        let layout = RelayLayout::new(data);
+        if !layout.config().exists() {
+            return Err(RelayError::DataDir(format!(
+                "{} holds no relay; create one with `ferry relay init --server URL --token TOKEN --data {}`",
+                data.display(),
+                data.display()
+            )));
+        }
+        let config = RelayConfig::load(&layout.config())?;
+        let creds = ClientCredentials::load(data)?;
+        if creds.info.role != "relay" {
+            return Err(RelayError::DataDir(format!(
+                "{} was enrolled as a {}, not a relay; enroll a relay with a token from \
+                 `ferry token create --role relay --site SITE`",
+                data.display(),
+                creds.info.role
+            )));
+        }
+        let catalog = Arc::new(SqliteCatalog::open(&layout.catalog())?);
+        let content = layout.content();
+        let local = LocalContent::open(&content, || {}).await?;
+        let snapshots = Snapshots::open(&layout)?;
+        let revoked = snapshots
+            .served_file(crate::sync::REVOCATIONS_FILE)
+            .and_then(|b| Revoked::parse(&b))
+            .unwrap_or_default();
+        let link = Arc::new(Link::new(Rate::Unlimited));
+        let upstream = HubClient::new(
+            config.upstream.clone(),
+            &creds.ca_pem,
+            Some((&creds.cert_pem, &creds.key_pem)),
+        )?
+        .with_link(link.clone());
+        let mut status = RelayStatus::load(&layout.status())?;
+        status.id = creds.info.id.clone();
+        status.site = creds.info.site.clone();
+        status.upstream = config.upstream.to_string();
+        status.serving = snapshots.info();
+        let wan_before = status.wan;
+        Ok(RelayState {
+            layout,
+            config,
+            creds,
+            catalog,
+            local,
+            snapshots,
+            link,
+            upstream,
+            revoked: RwLock::new(revoked),
+            status: Mutex::new(status),
+            wan_before,
+            writing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether the hub revoked the certificate with this SHA-256.
+    pub fn is_revoked(&self, cert_sha256: &[u8; 32]) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .certs
+            .contains(cert_sha256)
+    }
+
+    /// Version of the revocation list in force.
+    pub(crate) fn revocations_version(&self) -> u64 {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .version
+    }
+
+    pub(crate) fn set_revoked(&self, revoked: Revoked) {
+        *self.revoked.write().unwrap_or_else(|p| p.into_inner()) = revoked;
+    }
+
+    /// The status now.
+    pub fn status(&self) -> RelayStatus {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        status.wan = Traffic {
+            received: self.wan_before.received + self.link.received(),
+            sent: self.wan_before.sent + self.link.sent(),
+        };
+        status
+    }
+
+    /// Changes the status in memory only.
+    pub(crate) fn change_status(&self, change: impl FnOnce(&mut RelayStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Changes the status and writes it to `status.json` (off the async
+    /// threads). A failed write is logged: the status is for people, and
+    /// the next change writes it again.
+    pub async fn update_status(self: &Arc<Self>, change: impl FnOnce(&mut RelayStatus)) {
+        self.change_status(change);
+        let _writing = self.writing.lock().await;
+        let snapshot = self.status();
+        let path = self.layout.status();
+        let written = tokio::task::spawn_blocking(move || snapshot.save(&path)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot write the status file: {e}"),
+            Err(e) => tracing::warn!("status writer failed: {e}"),
+        }
+    }
+}

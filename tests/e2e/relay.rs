@@ -1,0 +1,291 @@
+//! The relay as a real process between a hub and agents: it syncs only
+//! what changed, serves the hub's signed metadata unchanged and switches
+//! it only once the content is stored, passes enrollment on, chains into
+//! tiers, and keeps serving its last good snapshot when the upstream lies.
+
+use ferry_e2e::relay::Relay;
+use ferry_e2e::tree::{overwrite, snapshot, total_bytes, write_app};
+use ferry_e2e::{Hub, Mirror, Tamper};
+
+/// The versions a client lists through its server, as `NAME@VERSION`.
+fn listed(client: &ferry_e2e::Client) -> Vec<String> {
+    let list = client.run(&["packages", "--json"]).json();
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| {
+            format!(
+                "{}@{}",
+                v["name"].as_str().unwrap(),
+                v["version"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("app");
+    write_app(&app, 21);
+    publisher.publish(&app, "app", "1.0.0").success();
+
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.run();
+    // The schedule's first sync starts at once; a requested one may find
+    // it already done.
+    relay.sync();
+    let total = total_bytes(&app);
+    let status = relay.status();
+    assert_eq!(
+        status["serving"]["served"],
+        serde_json::json!(["app@1.0.0.json"]),
+        "{status}"
+    );
+    assert_eq!(
+        status["packages"]["app"]["full_bytes"].as_u64().unwrap(),
+        total,
+        "{status}"
+    );
+
+    // An agent enrolled through the relay fetches from it, verified against
+    // the hub's root, and gets exactly what was published.
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+    let v1 = hub.root.path().join("v1");
+    agent.fetch("app", &v1, None).success();
+    assert_eq!(snapshot(&v1), snapshot(&app));
+
+    // A small change: published, but not served by the relay before it
+    // synced, so agents see one consistent snapshot.
+    overwrite(&app.join("bin/app"), 1 << 20, 16 << 10, 77);
+    publisher.publish(&app, "app", "1.1.0").success();
+    assert_eq!(listed(&agent), vec!["app@1.0.0"]);
+
+    let second = relay.sync();
+    assert_eq!(
+        second["fetched"],
+        serde_json::json!(["app@1.1.0"]),
+        "{second}"
+    );
+    let moved = second["chunk_bytes"].as_u64().unwrap();
+    assert!(
+        moved > 16 << 10 && moved < 40 << 10,
+        "a 16 KiB change moved {moved} chunk bytes: {second}"
+    );
+    let wan = second["wan_bytes"].as_u64().unwrap();
+    assert!(
+        wan < 96 << 10,
+        "a 16 KiB change cost {wan} WAN bytes: {second}"
+    );
+    assert!(
+        second["manifest_bytes"].as_u64().unwrap() < 8 << 10,
+        "{second}"
+    );
+    let mut now = listed(&agent);
+    now.sort();
+    assert_eq!(now, vec!["app@1.0.0", "app@1.1.0"]);
+    let v2 = hub.root.path().join("v2");
+    let fetched = agent.fetch("app@=1.1.0", &v2, None).json();
+    assert_eq!(snapshot(&v2), snapshot(&app));
+    assert!(
+        fetched["bytes_downloaded"].as_u64().unwrap() < 40 << 10,
+        "{fetched}"
+    );
+
+    // The relay serves the hub's metadata byte for byte.
+    let served = relay.status()["serving"].clone();
+    let timestamp = served["timestamp_version"].as_u64().unwrap();
+    let hub_timestamp = std::fs::read(hub.data.join("tuf/metadata/timestamp.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&hub_timestamp).unwrap();
+    assert_eq!(doc["signed"]["version"].as_u64().unwrap(), timestamp);
+    let relayed = std::fs::read(relay.data.join("metadata/current/timestamp.json")).unwrap();
+    assert_eq!(relayed, hub_timestamp);
+
+    // Withdrawn upstream: gone from the relay after its next sync.
+    publisher.run(&["unpublish", "app@1.0.0"]).success();
+    let third = relay.sync();
+    assert_eq!(
+        third["dropped"],
+        serde_json::json!(["app@1.0.0"]),
+        "{third}"
+    );
+    assert_eq!(listed(&agent), vec!["app@1.1.0"]);
+
+    // The status tells the story, and survives a restart.
+    relay.kill();
+    let status = relay.status();
+    assert_eq!(status["site"], "berlin", "{status}");
+    assert_eq!(status["address"], serde_json::Value::Null, "{status}");
+    assert!(
+        status["wan"]["received"].as_u64().unwrap() > total,
+        "{status}"
+    );
+    assert_eq!(
+        status["packages"]["app"]["full_bytes"].as_u64().unwrap(),
+        2 * total
+    );
+    let text = relay.cmd(&["status"]).success();
+    assert!(text.contains("up to date"), "{text}");
+    assert!(text.contains("app"), "{text}");
+}
+
+#[test]
+fn a_relay_keeps_only_what_its_configuration_selects() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    for (name, version, seed) in [
+        ("tools-a", "1.0.0", 1),
+        ("tools-a", "2.0.0", 2),
+        ("other", "1.0.0", 3),
+    ] {
+        let dir = hub.root.path().join(format!("{name}-{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), ferry_e2e::tree::random_bytes(50_000, seed)).unwrap();
+        publisher.publish(&dir, name, version).success();
+    }
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.edit_config(&[(
+        "[keep]\npackages = [\"*\"]",
+        "[keep]\npackages = [\"tools-*@^2\"]",
+    )]);
+    relay.run();
+    relay.sync();
+    let status = relay.status();
+    assert_eq!(
+        status["serving"]["served"],
+        serde_json::json!(["tools-a@2.0.0.json"]),
+        "{status}"
+    );
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+    assert_eq!(listed(&agent), vec!["tools-a@2.0.0"]);
+    // What the relay does not keep is not served (pull-through comes later).
+    agent
+        .fetch("other", &hub.root.path().join("o"), None)
+        .failure("other");
+
+    // A bad selection is refused at start, naming the entry.
+    relay.kill();
+    relay.edit_config(&[("packages = [\"tools-*@^2\"]", "packages = [\"Tools!\"]")]);
+    let args: Vec<std::ffi::OsString> = vec![
+        "relay".into(),
+        "run".into(),
+        "--data".into(),
+        relay.data.clone().into_os_string(),
+    ];
+    let run = ferry_e2e::ferry(args);
+    run.failure("Tools!");
+}
+
+#[test]
+fn relays_chain_into_tiers_and_each_link_carries_the_bytes_once() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("app");
+    write_app(&app, 5);
+    publisher.publish(&app, "app", "1.0.0").success();
+    let total = total_bytes(&app);
+
+    let mut regional = Relay::init(&hub, "regional", "emea", &hub.url());
+    regional.run();
+    // The branch relay enrolls through the regional one and syncs from it;
+    // it still trusts only the hub's root.
+    let mut branch = Relay::init(&hub, "branch", "berlin", &regional.url());
+    branch.run();
+    regional.sync();
+    branch.sync();
+
+    let agent = branch.enroll_agent(&hub, "agent", "berlin");
+    let out = hub.root.path().join("out");
+    agent.fetch("app", &out, None).success();
+    assert_eq!(snapshot(&out), snapshot(&app));
+
+    for relay in [&regional, &branch] {
+        let status = relay.status();
+        let received = status["wan"]["received"].as_u64().unwrap();
+        assert!(
+            received > total && received < total + total / 10,
+            "{}: {received} bytes over its upstream link for {total}: {status}",
+            relay.data.display()
+        );
+    }
+    let branch_root = std::fs::read(branch.data.join("root.json")).unwrap();
+    let hub_root = std::fs::read(hub.data.join("tuf/metadata/1.root.json")).unwrap();
+    assert_eq!(branch_root, hub_root);
+}
+
+#[test]
+fn tampered_content_or_rolled_back_metadata_leave_the_last_good_snapshot_served() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("app");
+    write_app(&app, 9);
+    publisher.publish(&app, "app", "1.0.0").success();
+
+    // The relay's upstream is a mirror that can lie.
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    let creds = ferry_net::ClientCredentials::load(&relay.data).unwrap();
+    let mirror = Mirror::start(
+        &hub.data,
+        ferry_net::HubClient::from_credentials(&creds).unwrap(),
+    );
+    relay.edit_config(&[(
+        &format!("upstream = \"{}/\"", hub.url()),
+        &format!("upstream = \"{}/\"", mirror.url()),
+    )]);
+    relay.run();
+    relay.sync();
+    let early = mirror.recorded();
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+
+    overwrite(&app.join("bin/app"), 0, 64 << 10, 8);
+    publisher.publish(&app, "app", "1.1.0").success();
+
+    // A swapped manifest: refused, nothing switched.
+    mirror.set(Tamper::FlipBit("manifests/".into()));
+    relay.cmd(&["sync"]).failure("sync did not finish");
+    let status = relay.status();
+    assert_eq!(status["last_sync"]["outcome"], "failed", "{status}");
+    let reason = status["last_failure"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("manifest"), "{reason}");
+    assert_eq!(listed(&agent), vec!["app@1.0.0"]);
+
+    // Tampered chunks: refused too, and the last good snapshot still
+    // serves its content.
+    mirror.set(Tamper::FlipBit("chunks/batch".into()));
+    relay.cmd(&["sync"]).failure("sync did not finish");
+    let status = relay.status();
+    let reason = status["last_failure"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("chunk"), "{reason}");
+    assert_eq!(listed(&agent), vec!["app@1.0.0"]);
+    agent
+        .fetch("app@=1.0.0", &hub.root.path().join("still"), None)
+        .success();
+
+    // Honest again: the sync completes.
+    mirror.set(Tamper::None);
+    relay.sync();
+    let mut now = listed(&agent);
+    now.sort();
+    assert_eq!(now, vec!["app@1.0.0", "app@1.1.0"]);
+
+    // Old metadata replayed: the TUF client refuses the rollback.
+    let replayed = early
+        .into_iter()
+        .filter(|(path, _)| path.ends_with("timestamp.json"))
+        .collect();
+    mirror.set(Tamper::Replay(replayed));
+    relay.cmd(&["sync"]).failure("sync did not finish");
+    let status = relay.status();
+    assert_eq!(
+        status["serving"]["served"].as_array().unwrap().len(),
+        2,
+        "{status}"
+    );
+}
