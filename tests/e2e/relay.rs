@@ -32,6 +32,7 @@ fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
     publisher.publish(&app, "app", "1.0.0").success();
 
     let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.sync_on_request_only();
     relay.run();
     // The schedule's first sync starts at once; a requested one may find
     // it already done.
@@ -102,13 +103,15 @@ fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
     let relayed = std::fs::read(relay.data.join("metadata/current/timestamp.json")).unwrap();
     assert_eq!(relayed, hub_timestamp);
 
-    // Withdrawn upstream: gone from the relay after its next sync.
+    // Withdrawn upstream: gone from the relay at once (new metadata whose
+    // content is all held is switched to without waiting for a sync).
     publisher.run(&["unpublish", "app@1.0.0"]).success();
-    let third = relay.sync();
+    relay.sync();
+    let status = relay.status();
     assert_eq!(
-        third["dropped"],
-        serde_json::json!(["app@1.0.0"]),
-        "{third}"
+        status["serving"]["served"],
+        serde_json::json!(["app@1.1.0.json"]),
+        "{status}"
     );
     assert_eq!(listed(&agent), vec!["app@1.1.0"]);
 
@@ -288,4 +291,62 @@ fn tampered_content_or_rolled_back_metadata_leave_the_last_good_snapshot_served(
         2,
         "{status}"
     );
+}
+
+/// Reads the relay's status until `done` holds, for at most 30 s (the
+/// relay acts on its own here; the deadline is only a last guard).
+fn status_when(relay: &Relay, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = relay.status();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn serves(status: &serde_json::Value, target: &str) -> bool {
+    status["serving"]["served"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|t| t == target))
+}
+
+#[test]
+fn new_upstream_content_reaches_the_relay_within_seconds_without_being_asked() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("f"), ferry_e2e::tree::random_bytes(200_000, 1)).unwrap();
+    publisher.publish(&app, "app", "1.0.0").success();
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.run();
+    status_when(&relay, |s| serves(s, "app@1.0.0.json"));
+
+    // The default schedule syncs hourly; the hub's notice brings new
+    // content over at once.
+    std::fs::write(app.join("g"), b"new file").unwrap();
+    publisher.publish(&app, "app", "1.1.0").success();
+    let status = status_when(&relay, |s| serves(s, "app@1.1.0.json"));
+    assert_eq!(status["last_sync"]["outcome"], "succeeded", "{status}");
+
+    // Told not to, the relay learns of new content but leaves it to the
+    // schedule: the status shows it behind.
+    relay.kill();
+    relay.sync_on_request_only();
+    relay.run();
+    std::fs::write(app.join("h"), b"another").unwrap();
+    let published = publisher.publish(&app, "app", "1.2.0").json();
+    let version = published["published"]["metadata_version"].as_u64().unwrap();
+    let status = status_when(&relay, |s| {
+        s["upstream_seen"]["targets_version"].as_u64() >= Some(version)
+    });
+    assert!(!serves(&status, "app@1.2.0.json"), "{status}");
+    let text = relay.cmd(&["status"]).success();
+    assert!(text.contains("behind"), "{text}");
 }

@@ -54,6 +54,17 @@ impl Relay {
         std::fs::write(&path, text).expect("relay.toml is writable");
     }
 
+    /// Has the default schedule leave new upstream content for its next
+    /// hourly sync (`sync-new-content = false`), so after the first sync
+    /// at start, only `ferry relay sync` moves content: tests that assert
+    /// on one sync's record.
+    pub fn sync_on_request_only(&self) {
+        self.edit_config(&[(
+            "[plugins.config]\n",
+            "[plugins.config.interval]\nsync-new-content = false\n",
+        )]);
+    }
+
     /// Starts `ferry relay run` and waits until it listens (on the address
     /// it had before, after a restart).
     pub fn run(&mut self) {

@@ -32,7 +32,7 @@ pub enum RelayCommand {
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8444")]
         listen: SocketAddr,
         /// A DNS name or IP address agents use for this relay (repeatable);
-        /// localhost, 127.0.0.1 and the host name are always included.
+        /// localhost, 127.0.0.1, ::1 and the host name are always included.
         #[arg(long = "server-name", value_name = "NAME")]
         names: Vec<String>,
         /// The name for this relay in the hub's inventory (default: host name).
@@ -131,8 +131,10 @@ pub async fn run_relay(cmd: RelayCommand) -> anyhow::Result<()> {
                 return print_status(&data, json);
             }
             loop {
-                // Clear the screen, then draw.
-                print!("\x1b[2J\x1b[H");
+                if !json {
+                    // Clear the screen, then draw.
+                    print!("\x1b[2J\x1b[H");
+                }
                 print_status(&data, json)?;
                 let _ = std::io::stdout().flush();
                 tokio::select! {
@@ -183,7 +185,7 @@ fn print_status(data: &Path, json: bool) -> anyhow::Result<()> {
     match (&s.address, s.pid) {
         (Some(addr), Some(pid)) => println!("  running      pid {pid}, serving on https://{addr}"),
         _ => println!(
-            "  running      no (start it with `ferry relay run --data {})`",
+            "  running      no (start it with `ferry relay run --data {}`)",
             data.display()
         ),
     }
@@ -299,16 +301,20 @@ async fn sync(data: &Path, wait: bool, timeout: Duration, json: bool) -> anyhow:
     let answer: serde_json::Value = client
         .post_bytes_within(&path, "application/json", Vec::new(), timeout)
         .await?;
-    if json {
-        return output::json(&answer);
-    }
     if !wait {
+        if json {
+            return output::json(&answer);
+        }
         println!("sync requested");
         return Ok(());
     }
-    let record: SyncRecord =
-        serde_json::from_value(answer).context("the relay answered with an unexpected record")?;
-    println!("sync {}", describe_sync(&record));
+    let record: SyncRecord = serde_json::from_value(answer.clone())
+        .context("the relay answered with an unexpected record")?;
+    if json {
+        output::json(&answer)?;
+    } else {
+        println!("sync {}", describe_sync(&record));
+    }
     if record.outcome != Outcome::Succeeded {
         anyhow::bail!(
             "the sync did not finish: {}",

@@ -44,6 +44,8 @@ pub struct HubState {
     /// in it, so nothing is listed before it is signed (a version committed
     /// a moment ago becomes visible with the metadata that signs it).
     signed: std::sync::RwLock<Arc<HashSet<String>>>,
+    /// The served metadata's version, for long-polls.
+    metadata_version: tokio::sync::watch::Sender<u64>,
 }
 
 impl HubState {
@@ -63,6 +65,7 @@ impl HubState {
         let tuf = SigningRepository::open(&layout.tuf(), config.tuf)?;
         let ca = CertificateAuthority::load(&layout.tls())?;
         let signed = tuf.current_targets()?.into_iter().collect();
+        let version = tuf.state()?.version;
         Ok(HubState {
             layout,
             config,
@@ -73,7 +76,13 @@ impl HubState {
             metadata_lock: tokio::sync::Mutex::new(()),
             staging_lock: tokio::sync::RwLock::new(()),
             signed: std::sync::RwLock::new(Arc::new(signed)),
+            metadata_version: tokio::sync::watch::channel(version).0,
         })
+    }
+
+    /// The served metadata's version, changing when the hub signs anew.
+    pub fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.metadata_version.subscribe()
     }
 
     /// Target names the served metadata signs.
@@ -108,6 +117,7 @@ impl HubState {
         let version = version?;
         let names = targets.into_iter().map(|t| t.name).collect();
         *self.signed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(names);
+        self.metadata_version.send_replace(version);
         Ok(version)
     }
 

@@ -35,6 +35,8 @@
 //! - `GET  tuf/{file}` - signed TUF metadata
 //! - `GET  tuf/targets/{sha256}.{target}` - a manifest, as a TUF target
 //! - `GET  revocations` - the hub-signed revocation list
+//! - `GET  metadata/wait?after=N[&wait=S]` - [`MetadataVersion`] as soon as
+//!   the served metadata's version passes N, or after S seconds (at most 20)
 //! - `POST relay/sync[?wait=true]` - a relay only, called by itself
 //!   (`ferry relay sync`): sync now; with `wait`, the sync's record
 //!
@@ -79,6 +81,9 @@ pub mod routes {
 
     /// `GET`: the hub-signed revocation list (see `ferry_trust::documents`).
     pub const REVOCATIONS: &str = "/v1/revocations";
+    /// `GET ?after=N[&wait=S]`: long-poll for metadata newer than version
+    /// N ([`MetadataVersion`]).
+    pub const METADATA_WAIT: &str = "/v1/metadata/wait";
     /// `POST` (a relay, to itself): sync with the upstream now;
     /// `?wait=true` answers when that sync ended, with its record.
     pub const RELAY_SYNC: &str = "/v1/relay/sync";
@@ -123,6 +128,10 @@ pub mod routes {
     /// prefixes.
     pub fn missing_chunks(prefix_len: usize) -> String {
         format!("v1/chunks/missing?prefix={prefix_len}")
+    }
+    /// Relative URL of a long-poll for metadata newer than `after`.
+    pub fn metadata_wait(after: u64, wait_secs: u64) -> String {
+        format!("v1/metadata/wait?after={after}&wait={wait_secs}")
     }
     /// Relative URL of a signed metadata file.
     pub fn tuf_metadata(file: &str) -> String {
@@ -224,6 +233,13 @@ impl ErrorCode {
             ErrorCode::Unknown => "unknown",
         }
     }
+}
+
+/// The version of the metadata a server serves (its timestamp's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataVersion {
+    /// Timestamp metadata version.
+    pub version: u64,
 }
 
 /// An error body: every non-2xx response carries one.

@@ -19,7 +19,8 @@ pub struct InitOptions {
     /// Address agents reach the relay at.
     pub listen: SocketAddr,
     /// DNS names and IP addresses agents use for the relay, beyond
-    /// `localhost`, `127.0.0.1` and the host name, which are always added.
+    /// `localhost`, `127.0.0.1`, `::1` and the host name, which are always
+    /// added.
     pub names: Vec<String>,
     /// The name for this relay in the hub's inventory (default: host name).
     pub hostname: Option<String>,
@@ -58,9 +59,13 @@ pub async fn init(options: InitOptions) -> Result<InitSummary, RelayError> {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty());
     let mut names = options.names.clone();
-    for always in ["localhost".to_owned(), "127.0.0.1".to_owned()]
-        .into_iter()
-        .chain(host.clone())
+    for always in [
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ]
+    .into_iter()
+    .chain(host.clone())
     {
         if !names.contains(&always) {
             names.push(always);

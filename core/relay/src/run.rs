@@ -11,13 +11,14 @@ use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_net::Rate;
-use ferry_net::api::{EnrollRequest, EnrollResponse, ErrorCode, routes};
+use ferry_net::api::{EnrollRequest, EnrollResponse, ErrorCode, MetadataVersion, routes};
 use ferry_plugin::{BuiltinPlugin, LastSync, PluginEngine, Registry, ScheduleRequest, SyncOutcome};
 use ferry_serve::{ApiError, Authentication, Caller};
 use tokio::sync::{Notify, watch};
 
 use crate::source::RelaySource;
 use crate::status::{NextSync, Outcome, SyncRecord};
+use crate::sync::Mode;
 use crate::{RelayError, RelayState};
 
 /// Options of `ferry relay run` that override `relay.toml`.
@@ -74,10 +75,12 @@ pub async fn run(
         })
         .await;
     let syncer = tokio::spawn(sync_loop(state.clone(), registry, control.clone()));
+    let watcher = tokio::spawn(watch_upstream(state.clone(), control.clone()));
     tracing::info!(%bound, data = %data.display(), "relay serving");
     ready(bound);
     ferry_net::serve(listener, tls, router(state.clone(), control), shutdown).await;
     syncer.abort();
+    watcher.abort();
     state
         .update_status(|s| {
             s.address = None;
@@ -93,6 +96,7 @@ pub async fn run(
 #[derive(Default)]
 struct SyncControl {
     requested: Notify,
+    upstream_changed: Notify,
     progress: watch::Sender<Progress>,
 }
 
@@ -216,20 +220,63 @@ async fn sync_now(
     ))
 }
 
+/// Seconds an upstream holds a long-poll for new metadata.
+const LONG_POLL_SECS: u64 = 20;
+
+/// Learns of new upstream metadata within seconds: long-polls the
+/// upstream's metadata version and says when it passes the one served
+/// here. Where the long-poll fails (an upstream down, or a proxy cutting
+/// held requests), it falls back to asking for a refresh after a back-off
+/// of 2 s doubling to 60 s, which is a poll.
+async fn watch_upstream(state: Arc<RelayState>, control: Arc<SyncControl>) {
+    let mut after = *state.snapshots.version().borrow();
+    let mut failures = 0u32;
+    loop {
+        let path = routes::metadata_wait(after, LONG_POLL_SECS);
+        match state.upstream.get_json::<MetadataVersion>(&path).await {
+            Ok(seen) => {
+                failures = 0;
+                if seen.version != after {
+                    // Newer: refresh. Older (an upstream relay that has
+                    // not caught up, or restored from backup): wait for
+                    // its next change instead of spinning.
+                    if seen.version > after {
+                        control.upstream_changed.notify_one();
+                    }
+                    after = seen.version;
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_secs(2)
+                    .saturating_mul(1 << failures.min(5))
+                    .min(Duration::from_secs(60))
+                    .mul_f64(0.75 + rand::random::<f64>() * 0.5);
+                tracing::debug!("long-poll of the upstream failed ({e}); polling in {wait:?}");
+                tokio::time::sleep(wait).await;
+                control.upstream_changed.notify_one();
+            }
+        }
+    }
+}
+
 /// Asks the schedule plugin when to sync and at what cap, waits, syncs,
-/// and asks again. After failures in a row, the next attempt waits at
+/// and asks again. New upstream metadata is fetched at once; if content
+/// the relay keeps is missing, the plugin hears of the backlog and decides
+/// when it moves. After failures in a row, the next attempt waits at
 /// least a doubling back-off with jitter, whatever the plugin says; a
 /// request (`ferry relay sync`) tells the plugin the sync is urgent.
 async fn sync_loop(state: Arc<RelayState>, registry: Arc<Registry>, control: Arc<SyncControl>) {
     let mut failures = 0u32;
     let mut urgent = false;
+    let mut backlog = 0u64;
     loop {
         let now = unix_now();
         let request = ScheduleRequest {
             now,
             utc_offset_minutes: chrono::Local::now().offset().local_minus_utc() / 60,
             last_sync: state.status().last_sync.as_ref().and_then(last_sync),
-            backlog_bytes: 0,
+            backlog_bytes: backlog,
             urgent,
         };
         let asked = {
@@ -286,28 +333,50 @@ async fn sync_loop(state: Arc<RelayState>, registry: Arc<Registry>, control: Arc
             reason,
         };
         state.update_status(|s| s.next_sync = Some(shown)).await;
-        urgent = false;
         let wake = at.min(cap_until.max(now + 1));
         tokio::select! {
-            _ = sleep_until_unix(wake) => {}
+            // A request is never lost to a refresh that is also ready.
+            biased;
             _ = control.requested.notified() => {
                 urgent = true;
+                continue;
+            }
+            _ = sleep_until_unix(wake) => {}
+            _ = control.upstream_changed.notified() => {
+                match crate::sync::sync(&state, "upstream-changed", Mode::MetadataOnly).await {
+                    Ok(record) => {
+                        backlog = 0;
+                        failures = next_failures(failures, &record);
+                    }
+                    Err(missing) => backlog = missing,
+                }
                 continue;
             }
         }
         if unix_now() < at {
             continue;
         }
+        urgent = false;
         control.progress.send_modify(|p| p.started += 1);
-        let record = crate::sync::sync(&state, trigger).await;
-        failures = match record.outcome {
-            Outcome::Succeeded => 0,
-            _ => failures.saturating_add(1),
+        let record = match crate::sync::sync(&state, trigger, Mode::Full).await {
+            Ok(record) => record,
+            Err(_) => unreachable!("a full sync switches or fails"),
         };
+        failures = next_failures(failures, &record);
+        if record.outcome == Outcome::Succeeded {
+            backlog = 0;
+        }
         control.progress.send_modify(|p| {
             p.finished = p.started;
             p.last = Some(record);
         });
+    }
+}
+
+fn next_failures(failures: u32, record: &SyncRecord) -> u32 {
+    match record.outcome {
+        Outcome::Succeeded => 0,
+        _ => failures.saturating_add(1),
     }
 }
 

@@ -30,6 +30,7 @@ pub struct SnapshotInfo {
 pub struct Snapshots {
     layout: RelayLayout,
     current: RwLock<Option<Current>>,
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 struct Current {
@@ -66,9 +67,11 @@ impl Snapshots {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(RelayError::io(&layout.current(), e)),
         };
+        let version = current.as_ref().map_or(0, |c| c.info.timestamp_version);
         Ok(Snapshots {
             layout: layout.clone(),
             current: RwLock::new(current),
+            version: tokio::sync::watch::channel(version).0,
         })
     }
 
@@ -82,6 +85,11 @@ impl Snapshots {
     /// The served snapshot's description.
     pub fn info(&self) -> Option<SnapshotInfo> {
         self.read(|c| c.info.clone())
+    }
+
+    /// The served timestamp version, changing at each switch.
+    pub fn version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// The targets served now.
@@ -119,6 +127,18 @@ impl Snapshots {
             for (file, bytes) in files {
                 write(&building.join(file), bytes)?;
             }
+            // The previous snapshot's own files too: a client that read the
+            // old timestamp just before the switch still finds the
+            // snapshot and targets files it names.
+            if let Some((dir, version)) = self.read(|c| (c.dir.clone(), c.info.targets_version)) {
+                for role in ["snapshot", "targets"] {
+                    let file = format!("{version}.{role}.json");
+                    let (from, to) = (dir.join(&file), building.join(&file));
+                    if from.exists() && !to.exists() {
+                        std::fs::hard_link(&from, &to).map_err(|e| RelayError::io(&to, e))?;
+                    }
+                }
+            }
             let roots = self.layout.roots();
             for entry in std::fs::read_dir(&roots).map_err(|e| RelayError::io(&roots, e))? {
                 let entry = entry.map_err(|e| RelayError::io(&roots, e))?;
@@ -151,6 +171,7 @@ impl Snapshots {
             });
             previous
         };
+        self.version.send_replace(info.timestamp_version);
         self.remove_old(&name, previous.as_deref());
         Ok(info)
     }

@@ -71,6 +71,10 @@ impl ContentSource for RelaySource {
         )
     }
 
+    fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.snapshots.version()
+    }
+
     fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError> {
         let served = self.state.snapshots.served();
         Ok(self

@@ -62,7 +62,8 @@ pub enum Outcome {
     Succeeded,
     /// Some content arrived before it stopped.
     Partial,
-    /// Nothing changed.
+    /// Nothing was fetched (what is served may still have changed if it
+    /// failed after the switch, while dropping versions).
     Failed,
 }
 
@@ -78,7 +79,8 @@ pub struct SyncRecord {
     /// Why it failed.
     pub error: Option<String>,
     /// What started it: `schedule`, `request` (`ferry relay sync`) or
-    /// `retry`.
+    /// `upstream-changed` (new upstream metadata whose content was all held
+    /// already).
     pub trigger: String,
     /// Versions fetched, `NAME@VERSION`.
     pub fetched: Vec<String>,
@@ -116,7 +118,8 @@ pub struct NextSync {
     pub fallback: Option<String>,
     /// The WAN cap until the next decision.
     pub cap: String,
-    /// Why the sync waits: `schedule` or `retry after failure`.
+    /// Why the sync waits: `schedule`, `requested`, or `retry after N
+    /// failed sync(s)`.
     pub reason: String,
 }
 

@@ -25,8 +25,33 @@ const MAX_ROOT_FILE: u64 = 1 << 20;
 /// Largest revocation list accepted.
 const MAX_REVOCATIONS: u64 = 16 << 20;
 
-/// Runs one sync and records it in the status; returns the record.
-pub async fn sync(state: &Arc<RelayState>, trigger: &str) -> SyncRecord {
+/// What a sync may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Metadata and every missing kept version.
+    Full,
+    /// Metadata only: switch to it if every kept version is held already,
+    /// else report the backlog for the schedule to decide on.
+    MetadataOnly,
+}
+
+/// How a sync that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// New metadata is served.
+    Switched,
+    /// Metadata only, and content is missing: about this many bytes.
+    Backlog(u64),
+}
+
+/// Runs one sync. A sync that switched or failed is recorded in the status
+/// and returned; a metadata-only one that found content missing is not (it
+/// changed nothing), and returns the backlog in bytes instead.
+pub(crate) async fn sync(
+    state: &Arc<RelayState>,
+    trigger: &str,
+    mode: Mode,
+) -> Result<SyncRecord, u64> {
     let started = chrono::Utc::now();
     let wan_before = state.link.received() + state.link.sent();
     let mut record = SyncRecord {
@@ -44,11 +69,15 @@ pub async fn sync(state: &Arc<RelayState>, trigger: &str) -> SyncRecord {
         wan_bytes: 0,
     };
     let mut traffic = BTreeMap::new();
-    let result = sync_inner(state, &mut record, &mut traffic).await;
+    let result = sync_inner(state, mode, &mut record, &mut traffic).await;
     record.finished = chrono::Utc::now().to_rfc3339();
     record.wan_bytes = state.link.received() + state.link.sent() - wan_before;
     match &result {
-        Ok(()) => {
+        Ok(Done::Backlog(bytes)) => {
+            tracing::info!(backlog = bytes, "new upstream content to sync");
+            return Err(*bytes);
+        }
+        Ok(Done::Switched) => {
             record.outcome = Outcome::Succeeded;
             tracing::info!(
                 fetched = record.fetched.len(),
@@ -86,14 +115,15 @@ pub async fn sync(state: &Arc<RelayState>, trigger: &str) -> SyncRecord {
             status.last_sync = Some(done);
         })
         .await;
-    record
+    Ok(record)
 }
 
 async fn sync_inner(
     state: &Arc<RelayState>,
+    mode: Mode,
     record: &mut SyncRecord,
     traffic: &mut BTreeMap<String, PackageTraffic>,
-) -> Result<(), RelayError> {
+) -> Result<Done, RelayError> {
     // Versions dropped at an earlier sync are no longer served by any
     // snapshot a request may still be using: their files can go.
     collect_garbage(state).await?;
@@ -129,17 +159,40 @@ async fn sync_inner(
         .collect();
 
     let listing = listing(state).await;
-    for (name, version, target) in &wanted {
-        let held = {
-            let (catalog, t) = (state.catalog.clone(), target.name.clone());
-            blocking(move || Ok(catalog.manifest_by_target(&t)?)).await?
-        };
-        if let Some(held) = &held {
-            if ferry_content::Digest::of(held).to_hex() == target.sha256 {
-                continue;
+    // Which kept versions are missing, or held with other content (the
+    // same version withdrawn and published again: the signed one wins).
+    let missing = {
+        let catalog = state.catalog.clone();
+        let wanted: Vec<(String, String)> = wanted
+            .iter()
+            .map(|(_, _, t)| (t.name.clone(), t.sha256.clone()))
+            .collect();
+        blocking(move || {
+            let mut missing = Vec::new();
+            for (i, (target, sha256)) in wanted.iter().enumerate() {
+                match catalog.manifest_by_target(target)? {
+                    Some(held) if ferry_content::Digest::of(&held).to_hex() == *sha256 => {}
+                    held => missing.push((i, held.is_some())),
+                }
             }
-            // The same version signed with other content (withdrawn and
-            // published again): the signed one wins.
+            Ok(missing)
+        })
+        .await?
+    };
+    if mode == Mode::MetadataOnly && !missing.is_empty() {
+        let backlog = missing
+            .iter()
+            .map(|(i, _)| {
+                let t = &wanted[*i].2;
+                listing.get(&t.name).map_or(t.length, |v| v.total_size)
+            })
+            .sum::<u64>()
+            .max(1);
+        return Ok(Done::Backlog(backlog));
+    }
+    for (i, held_other) in missing {
+        let (name, version, target) = &wanted[i];
+        if held_other {
             let (catalog, n, v) = (state.catalog.clone(), name.clone(), version.clone());
             blocking(move || Ok(catalog.delete_version(&n, &v)?)).await?;
         }
@@ -202,7 +255,7 @@ async fn sync_inner(
         Ok(dropped)
     })
     .await?;
-    Ok(())
+    Ok(Done::Switched)
 }
 
 fn keeps(rules: &[KeepRule], name: &PackageName, version: &semver::Version) -> bool {
@@ -326,12 +379,23 @@ async fn revocations(
     let url = state.upstream.url(routes::relative(routes::REVOCATIONS))?;
     let bytes = match state.upstream.get_bytes(&url, MAX_REVOCATIONS).await {
         Ok(bytes) => bytes.to_vec(),
-        // A hub without a control key has no list; keep serving ours.
+        // A hub without a control key has no list; keep serving ours while
+        // it is valid, so an upstream cannot withhold a newer list for
+        // longer than the one in force lives.
         Err(e) if e.status() == Some(404) => {
-            if let Some(held) = state.snapshots.served_file(REVOCATIONS_FILE) {
-                files.insert(REVOCATIONS_FILE.into(), held);
-            }
-            return Ok(None);
+            let held = state.snapshots.served_file(REVOCATIONS_FILE);
+            return match held {
+                Some(held) if repo.verify_document(&held, "revocations").is_ok() => {
+                    files.insert(REVOCATIONS_FILE.into(), held);
+                    Ok(None)
+                }
+                Some(_) => Err(RelayError::Trust(ferry_trust::TrustError::Tampered(
+                    "the revocation list in force expired and the upstream serves none; \
+                     check the upstream (a hub serves a fresh list while it runs)"
+                        .into(),
+                ))),
+                None => Ok(None),
+            };
         }
         Err(e) => return Err(e.into()),
     };

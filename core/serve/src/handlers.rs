@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ferry_content::{Digest, PackageName};
-use ferry_net::api::{ErrorCode, VersionInfo};
+use ferry_net::api::{ErrorCode, MetadataVersion, VersionInfo};
 use serde::Deserialize;
 use tower::ServiceExt as _;
 use tower_http::services::ServeFile;
@@ -50,6 +50,41 @@ async fn serve_file(path: std::path::PathBuf, req: Request) -> Result<Response, 
 /// `GET /v1/whoami`: the caller as this server knows it.
 pub(crate) async fn whoami(caller: Caller) -> Json<ClientIdentity> {
     Json(caller.0)
+}
+
+/// Query of `GET /v1/metadata/wait`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WaitQuery {
+    /// The metadata version the caller has.
+    #[serde(default)]
+    after: u64,
+    /// Longest wait, in seconds.
+    #[serde(default = "default_wait")]
+    wait: u64,
+}
+
+fn default_wait() -> u64 {
+    MAX_METADATA_WAIT.as_secs()
+}
+
+/// Longest wait of a metadata long-poll: below clients' 30 s wait for an
+/// answer's headers.
+pub(crate) const MAX_METADATA_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `GET /v1/metadata/wait?after=N[&wait=S]`: answers as soon as the served
+/// metadata's version is above N, or after S seconds (at most 20) with the
+/// version served then. How relays and agents learn of new metadata within
+/// seconds without polling.
+pub(crate) async fn metadata_wait(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Query(query): Query<WaitQuery>,
+) -> Json<MetadataVersion> {
+    let mut versions = served.source.metadata_version();
+    let wait = std::time::Duration::from_secs(query.wait).min(MAX_METADATA_WAIT);
+    let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v > query.after)).await;
+    let version = *versions.borrow();
+    Json(MetadataVersion { version })
 }
 
 /// Query of `GET /v1/packages`.

@@ -67,6 +67,7 @@ pub fn router(source: Arc<dyn ContentSource>) -> Router {
         .route(routes::TUF_TARGET, get(handlers::tuf_target))
         .route(routes::MANIFEST, get(handlers::manifest))
         .route(routes::REVOCATIONS, get(handlers::revocations))
+        .route(routes::METADATA_WAIT, get(handlers::metadata_wait))
         // A read answers quickly or not at all (its body may then stream as
         // long as the client reads); a wedged disk must not pile up requests.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -42,6 +42,9 @@ pub trait ContentSource: Send + Sync + 'static {
     /// The hub-signed revocation list (as the hub wrote it; receivers check
     /// its signature), if there is one.
     fn revocations(&self) -> Option<PathBuf>;
+    /// The version of the served timestamp metadata, changing as soon as
+    /// new metadata is served (long-polls wait on it). Must not block.
+    fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Served versions, optionally of one package, newest first per package.
     fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError>;
 }

@@ -23,6 +23,7 @@ struct DiskSource {
     object: Digest,
     chunks: HashMap<Digest, (u64, u32)>,
     manifests: HashMap<String, Vec<u8>>,
+    version: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl DiskSource {
@@ -54,6 +55,7 @@ impl DiskSource {
                 object,
                 chunks,
                 manifests,
+                version: Arc::new(tokio::sync::watch::channel(1).0),
             },
             listed,
         )
@@ -87,6 +89,9 @@ impl ContentSource for DiskSource {
     }
     fn revocations(&self) -> Option<PathBuf> {
         None
+    }
+    fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
     fn versions(&self, _name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError> {
         Ok(Vec::new())
@@ -190,6 +195,48 @@ async fn a_batch_answers_each_chunk_once_plain_or_compressed() {
         body.len()
     );
     assert_eq!(records(&zstd::decode_all(&body[..]).unwrap()), got);
+}
+
+#[tokio::test]
+async fn a_metadata_long_poll_answers_once_the_version_passes() {
+    let (source, _) = DiskSource::new();
+    let versions = source.version.clone();
+    let app = app(source);
+    let poll = |query: &str| {
+        request(
+            "GET",
+            &format!("/v1/metadata/wait?{query}"),
+            Some(1),
+            vec![],
+        )
+    };
+    let version = |body: Vec<u8>| {
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["version"]
+            .as_u64()
+            .unwrap()
+    };
+    // Newer than the caller's already: at once.
+    let (status, _, body) = send(&app, poll("after=0")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(version(body), 1);
+    // The caller is current: the answer waits for the next version.
+    let waiting = {
+        let (app, req) = (app.clone(), poll("after=1&wait=15"));
+        tokio::spawn(async move { send(&app, req).await })
+    };
+    let started = std::time::Instant::now();
+    versions.send_replace(2);
+    let (_, _, body) = waiting.await.unwrap();
+    assert_eq!(version(body), 2);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Nothing new: the current version after the wait.
+    let started = std::time::Instant::now();
+    let (_, _, body) = send(&app, poll("after=2&wait=1")).await;
+    assert_eq!(version(body), 2);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    // Only for enrolled clients.
+    let (status, _, _) = send(&app, request("GET", "/v1/metadata/wait", None, vec![])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

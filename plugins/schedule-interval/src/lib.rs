@@ -29,6 +29,14 @@ pub struct Config {
     /// Cap on the site's WAN traffic in bits per second; absent: unlimited.
     #[serde(default)]
     pub bandwidth_cap_bps: Option<u64>,
+    /// Sync at once when the upstream has new content this node keeps
+    /// (after a successful sync; a failed one waits for its retry).
+    #[serde(default = "default_sync_new_content")]
+    pub sync_new_content: bool,
+}
+
+fn default_sync_new_content() -> bool {
+    true
 }
 
 fn default_every_minutes() -> u64 {
@@ -96,6 +104,13 @@ fn decide(config: &Config, request: &ScheduleRequest, random: u64) -> ScheduleDe
     let next_sync = match &request.last_sync {
         _ if request.urgent => now,
         None => now,
+        Some(last)
+            if config.sync_new_content
+                && request.backlog_bytes > 0
+                && last.outcome == SyncOutcome::Succeeded =>
+        {
+            now
+        }
         Some(last) => {
             let (base, interval) = match last.outcome {
                 SyncOutcome::Succeeded => (last.started, every),
@@ -175,6 +190,30 @@ mod tests {
         (0..200)
             .map(|_| Interval::decide(request.clone()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn new_upstream_content_is_synced_at_once_unless_the_last_sync_failed() {
+        let mut req = request(Some((NOW - 60, NOW - 50, SyncOutcome::Succeeded)));
+        req.backlog_bytes = 1 << 20;
+        for decision in decide_many("", &req) {
+            assert_eq!(decision.next_sync, NOW);
+        }
+        // Turned off: the interval holds.
+        for decision in decide_many("sync-new-content = false", &req) {
+            assert!(decision.next_sync > NOW + 3000, "{}", decision.next_sync);
+        }
+        // After a failure the retry delay holds, backlog or not.
+        let mut failed = request(Some((NOW - 60, NOW - 50, SyncOutcome::Failed)));
+        failed.backlog_bytes = 1 << 20;
+        for decision in decide_many("", &failed) {
+            let retry = NOW - 50 + 270..=NOW - 50 + 330;
+            assert!(
+                retry.contains(&decision.next_sync),
+                "{}",
+                decision.next_sync
+            );
+        }
     }
 
     #[test]

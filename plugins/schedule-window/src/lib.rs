@@ -40,6 +40,15 @@ pub struct Config {
     /// The windows, as `[[window]]` tables.
     #[serde(default, rename = "window")]
     pub windows: Vec<WindowConfig>,
+    /// Sync at once, where traffic is allowed, when the upstream has new
+    /// content this node keeps (after a successful sync; a failed one
+    /// waits for its retry).
+    #[serde(default = "default_sync_new_content")]
+    pub sync_new_content: bool,
+}
+
+fn default_sync_new_content() -> bool {
+    true
 }
 
 /// One `[[window]]` table.
@@ -236,7 +245,7 @@ fn decide(
         }
     }
 
-    let due = due(config, request.last_sync.as_ref());
+    let due = due(config, request.last_sync.as_ref(), request.backlog_bytes);
     let (next_sync, cap_bps, cap_until) = match open {
         Some(open) => {
             let next_sync = if request.urgent {
@@ -278,12 +287,16 @@ fn decide(
 }
 
 /// When the next sync is due by the cadence alone: at once without a last
-/// sync, an interval after a successful one started, a retry delay after a
-/// failed or partial one ended.
-fn due(config: &Config, last: Option<&LastSync>) -> i64 {
+/// sync or, with `sync-new-content`, when new content waits after a
+/// successful one; an interval after a successful one started, a retry
+/// delay after a failed or partial one ended.
+fn due(config: &Config, last: Option<&LastSync>, backlog: u64) -> i64 {
     let Some(last) = last else {
         return i64::MIN;
     };
+    if config.sync_new_content && backlog > 0 && last.outcome == SyncOutcome::Succeeded {
+        return i64::MIN;
+    }
     let (base, minutes) = match last.outcome {
         SyncOutcome::Succeeded => (last.started, config.every_minutes),
         SyncOutcome::Partial | SyncOutcome::Failed => (
@@ -347,7 +360,7 @@ mod tests {
             now,
             utc_offset_minutes: OFFSET_MINUTES,
             last_sync: None,
-            backlog_bytes: 1 << 20,
+            backlog_bytes: 0,
             urgent: false,
         }
     }
@@ -419,6 +432,36 @@ mod tests {
         req.urgent = true;
         last(&mut req, now - 60, now - 30, SyncOutcome::Succeeded);
         assert_eq!(decide_with(DEFAULT, req), Ok((now, None, at(1, 6, 0))));
+    }
+
+    #[test]
+    fn new_content_is_synced_at_once_where_traffic_is_allowed() {
+        let inside = at(0, 22, 0);
+        let mut req = request(inside);
+        last(&mut req, inside - 600, inside - 300, SyncOutcome::Succeeded);
+        req.backlog_bytes = 1 << 20;
+        assert_eq!(
+            decide_with(DEFAULT, req.clone()),
+            Ok((inside, None, at(1, 6, 0)))
+        );
+        let off = format!("sync-new-content = false\n{DEFAULT}");
+        let next = inside - 600 + 3600;
+        assert_eq!(decide_with(&off, req), Ok((next, None, next)));
+        // Outside with no traffic allowed, it waits for the window.
+        let config = DEFAULT.replace("256000", "0");
+        let outside = at(0, 12, 0);
+        let mut req = request(outside);
+        last(
+            &mut req,
+            outside - 600,
+            outside - 300,
+            SyncOutcome::Succeeded,
+        );
+        req.backlog_bytes = 1 << 20;
+        assert_eq!(
+            decide_with(&config, req),
+            Ok((at(0, 20, 0), Some(0), at(0, 20, 0)))
+        );
     }
 
     #[test]

@@ -62,6 +62,10 @@ impl ContentSource for HubSource {
         Some(self.state.layout.revocations())
     }
 
+    fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.metadata_version()
+    }
+
     fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError> {
         let signed = self.state.signed_targets();
         Ok(self
