@@ -350,3 +350,90 @@ fn new_upstream_content_reaches_the_relay_within_seconds_without_being_asked() {
     let text = relay.cmd(&["status"]).success();
     assert!(text.contains("behind"), "{text}");
 }
+
+#[test]
+fn reports_wait_in_the_relay_outbox_while_the_hub_is_down_and_arrive_once() {
+    use ferry_e2e::process::block_on;
+    use ferry_net::api::{Report, ReportAck, ReportBatch};
+
+    let mut hub = Hub::start();
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.run();
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+    let me = ferry_net::ClientCredentials::load(&agent.data)
+        .unwrap()
+        .info
+        .id;
+    let http = agent.http();
+    let reports = |range: std::ops::Range<i64>, agent: &str| ReportBatch {
+        reports: range
+            .map(|i| Report {
+                id: format!("r-{i}"),
+                agent: agent.to_owned(),
+                kind: "test".into(),
+                created_at: 1_800_000_000 + i,
+                body: serde_json::json!({ "n": i }),
+            })
+            .collect(),
+    };
+    let send = |batch: &ReportBatch| -> Result<ReportAck, ferry_net::NetError> {
+        block_on(http.post_json("v1/reports", batch))
+    };
+
+    // The hub is down: the relay accepts and keeps them.
+    hub.stop();
+    let ack = send(&reports(0..150, &me)).unwrap();
+    assert_eq!(
+        ack,
+        ReportAck {
+            accepted: 150,
+            new: 150
+        }
+    );
+    // Sent again after a lost answer: nothing new.
+    let ack = send(&reports(100..150, &me)).unwrap();
+    assert_eq!(
+        ack,
+        ReportAck {
+            accepted: 50,
+            new: 0
+        }
+    );
+    // An agent speaks only for itself; bad reports are refused whole.
+    let err = send(&reports(0..1, "someone-else")).unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"), "{err}");
+    let mut bad = reports(200..202, &me);
+    bad.reports[1].kind = "Not A Kind".into();
+    let err = send(&bad).unwrap_err();
+    assert_eq!(err.code(), Some("bad-request"), "{err}");
+
+    // A relay restart keeps them.
+    relay.kill();
+    relay.run();
+    let status = status_when(&relay, |s| s["outbox"]["pending"] == 150);
+    assert_eq!(status["outbox"]["forwarded"], 0, "{status}");
+
+    // The hub is back: each arrives once.
+    hub.run_again();
+    status_when(&relay, |s| {
+        s["outbox"]["forwarded"] == 150 && s["outbox"]["pending"] == 0
+    });
+    let held = hub
+        .admin(&["hub", "reports", "--json", "--limit", "1000"])
+        .json();
+    let held = held.as_array().unwrap();
+    assert_eq!(held.len(), 150);
+    let ids: std::collections::HashSet<&str> =
+        held.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 150);
+    assert!(held.iter().all(|r| r["agent"] == me.as_str()));
+
+    // Resent through the relay after it forwarded them: the relay passes
+    // them on again, the hub still holds each once.
+    assert_eq!(send(&reports(0..10, &me)).unwrap().new, 10);
+    status_when(&relay, |s| s["outbox"]["forwarded"] == 160);
+    let held = hub
+        .admin(&["hub", "reports", "--json", "--limit", "1000"])
+        .json();
+    assert_eq!(held.as_array().unwrap().len(), 150);
+}

@@ -173,6 +173,12 @@ impl Hub {
         self.run_on("127.0.0.1:0");
     }
 
+    /// Starts the hub again on the address it had, after [`Hub::stop`].
+    pub fn run_again(&mut self) {
+        let addr = self.addr.expect("the hub ran before").to_string();
+        self.run_on(&addr);
+    }
+
     /// Stops the hub and starts it again on the same address, so enrolled
     /// clients (which keep the hub's URL) reach it.
     pub fn restart(&mut self) {

@@ -6,10 +6,12 @@
 //! Roles talk to the catalog through [`HubCatalog`] so that another database
 //! can replace SQLite without touching them.
 
+mod reports;
 mod schema;
 mod sqlite;
 mod types;
 
+pub use reports::ReportStore;
 pub use sqlite::SqliteCatalog;
 pub use types::*;
 
@@ -60,14 +62,15 @@ pub enum CatalogError {
 /// The catalog, split by concern so each backend (SQLite now, PostgreSQL
 /// later) and each role implements only what it keeps: the chunk index and
 /// staging ([`ChunkIndex`]), published versions and the objects they use
-/// ([`VersionCatalog`]), and enrollment ([`Enrollment`]). A relay's sync
-/// state and the agents' tasks will be further traits beside these.
+/// ([`VersionCatalog`]), enrollment ([`Enrollment`]) and agents' reports
+/// ([`ReportStore`], also a relay's outbox). The agents' tasks will be a
+/// further trait beside these.
 ///
 /// Every method may block (disk, database); async callers run them through
 /// `spawn_blocking`.
-pub trait HubCatalog: ChunkIndex + VersionCatalog + Enrollment {}
+pub trait HubCatalog: ChunkIndex + VersionCatalog + Enrollment + ReportStore {}
 
-impl<T: ChunkIndex + VersionCatalog + Enrollment> HubCatalog for T {}
+impl<T: ChunkIndex + VersionCatalog + Enrollment + ReportStore> HubCatalog for T {}
 
 /// Where chunks live: published chunks inside stored objects, and uploaded
 /// chunks waiting in staged packs for a publish.

@@ -2,8 +2,9 @@ use rusqlite_migration::{M, Migrations};
 
 /// The hub schema, one migration per change; never edit a released step.
 pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
         CREATE TABLE versions (
             name TEXT NOT NULL,
             version TEXT NOT NULL,
@@ -63,7 +64,24 @@ pub(crate) fn migrations() -> Migrations<'static> {
             revoked_at INTEGER
         );
         "#,
-    )])
+        ),
+        // Agents' reports: the hub keeps them; a relay keeps them until its
+        // upstream holds them (its outbox).
+        M::up(
+            r#"
+        CREATE TABLE reports (
+            id TEXT PRIMARY KEY,
+            agent TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            body TEXT NOT NULL
+        );
+        CREATE INDEX reports_by_arrival ON reports(received_at);
+        CREATE INDEX reports_by_agent ON reports(agent, created_at);
+        "#,
+        ),
+    ])
 }
 
 #[cfg(test)]

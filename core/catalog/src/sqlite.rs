@@ -62,14 +62,14 @@ impl SqliteCatalog {
     }
 
     /// The writer connection.
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (transactions roll back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A reader connection: the first idle one, else the next in turn.
-    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
         for reader in &self.readers {
             if let Ok(guard) = reader.try_lock() {
                 return guard;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use ferry_catalog::{Enrollment, Role, SqliteCatalog, VersionCatalog};
+use ferry_catalog::{Enrollment, ReportStore, Role, SqliteCatalog, VersionCatalog};
 use ferry_hub::{HubLayout, HubState, init, run, tokens};
 
 use crate::output;
@@ -81,6 +81,22 @@ pub enum HubCommand {
         /// Hub data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show agents' reports the hub received (directly or through relays),
+    /// newest first. Safe while the hub runs.
+    Reports {
+        /// Hub data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Only this agent's.
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -234,6 +250,33 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
                 })
                 .collect();
             output::table(&["ID", "ROLE", "SITE", "ENROLLED", "REVOKED"], &rows);
+            Ok(())
+        }
+        HubCommand::Reports {
+            data,
+            agent,
+            limit,
+            json,
+        } => {
+            let catalog = open_catalog(&data)?;
+            let reports = catalog.list_reports(agent.as_deref(), limit)?;
+            if json {
+                return output::json(&reports);
+            }
+            let rows: Vec<Vec<String>> = reports
+                .iter()
+                .map(|r| {
+                    let body = r.body.to_string();
+                    vec![
+                        time(r.created_at),
+                        r.agent.clone(),
+                        r.kind.clone(),
+                        r.id.clone(),
+                        body.chars().take(60).collect(),
+                    ]
+                })
+                .collect();
+            output::table(&["CREATED", "AGENT", "KIND", "ID", "BODY"], &rows);
             Ok(())
         }
         HubCommand::Revoke { data, client } => {

@@ -227,6 +227,19 @@ fn print_status(data: &Path, json: bool) -> anyhow::Result<()> {
         }
     }
     println!(
+        "  reports      {} waiting in the outbox, {} forwarded{}",
+        s.outbox.pending,
+        s.outbox.forwarded,
+        s.outbox
+            .last_forwarded_at
+            .as_deref()
+            .map(|t| format!(" (last {t})"))
+            .unwrap_or_default()
+    );
+    if let Some(e) = &s.outbox.last_error {
+        println!("               forwarding fails: {e}");
+    }
+    println!(
         "  WAN          {} received, {} sent",
         HumanBytes(s.wan.received),
         HumanBytes(s.wan.sent)

@@ -37,6 +37,9 @@
 //! - `GET  revocations` - the hub-signed revocation list
 //! - `GET  metadata/wait?after=N[&wait=S]` - [`MetadataVersion`] as soon as
 //!   the served metadata's version passes N, or after S seconds (at most 20)
+//! - `POST reports` - [`ReportBatch`] → [`ReportAck`] once every report is
+//!   durable; report ids make resending harmless (agent: its own; relay:
+//!   its agents')
 //! - `POST relay/sync[?wait=true]` - a relay only, called by itself
 //!   (`ferry relay sync`): sync now; with `wait`, the sync's record
 //!
@@ -84,6 +87,9 @@ pub mod routes {
     /// `GET ?after=N[&wait=S]`: long-poll for metadata newer than version
     /// N ([`MetadataVersion`]).
     pub const METADATA_WAIT: &str = "/v1/metadata/wait";
+    /// `POST`: agents' status reports ([`ReportBatch`] → [`ReportAck`]);
+    /// agents send their own, relays forward their agents'.
+    pub const REPORTS: &str = "/v1/reports";
     /// `POST` (a relay, to itself): sync with the upstream now;
     /// `?wait=true` answers when that sync ended, with its record.
     pub const RELAY_SYNC: &str = "/v1/relay/sync";
@@ -421,4 +427,80 @@ pub struct VersionInfo {
     /// version holds exactly the content it has.
     #[serde(default)]
     pub manifest_sha256: String,
+}
+
+/// Most reports in one `POST /v1/reports`.
+pub const MAX_REPORTS_PER_BATCH: usize = 1000;
+/// Largest report body, as JSON text.
+pub const MAX_REPORT_BODY: usize = 16 << 10;
+/// Largest `POST /v1/reports` body.
+pub const MAX_REPORTS_REQUEST: usize = MAX_REPORTS_PER_BATCH * (MAX_REPORT_BODY + 512);
+
+/// A status report from an agent (a task's progress, an install's result),
+/// passed from its relay up to the hub. Its `id`, chosen by the agent,
+/// makes it idempotent: sent again (a lost answer, a relay restart, a
+/// second path) it is applied once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Unique per report: 1-64 characters of `A-Z a-z 0-9 - _`.
+    pub id: String,
+    /// The agent it is about (the sender itself, unless a relay forwards).
+    pub agent: String,
+    /// What kind of report: 1-32 characters of `a-z 0-9 -`.
+    pub kind: String,
+    /// When the agent made it, unix seconds.
+    pub created_at: i64,
+    /// Its content (at most [`MAX_REPORT_BODY`] bytes as JSON).
+    pub body: serde_json::Value,
+}
+
+impl Report {
+    /// Checks the fields' forms and sizes; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let word = |text: &str, max: usize, extra: &[char], what: &str| {
+            let ok = !text.is_empty()
+                && text.len() <= max
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "report {:?}: {what} {text:?} must be 1-{max} characters of a-z, 0-9{}",
+                    self.id.chars().take(64).collect::<String>(),
+                    extra.iter().map(|c| format!(", {c:?}")).collect::<String>()
+                ))
+            }
+        };
+        let upper: Vec<char> = ('A'..='Z').chain(['-', '_']).collect();
+        word(&self.id, 64, &upper, "id")?;
+        word(&self.agent, 64, &upper, "agent")?;
+        word(&self.kind, 32, &['-'], "kind")?;
+        let body = serde_json::to_vec(&self.body).map_err(|e| e.to_string())?;
+        if body.len() > MAX_REPORT_BODY {
+            return Err(format!(
+                "report {}: body of {} bytes is over the {MAX_REPORT_BODY}-byte limit",
+                self.id,
+                body.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Body of `POST /v1/reports`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    /// At most [`MAX_REPORTS_PER_BATCH`] reports.
+    pub reports: Vec<Report>,
+}
+
+/// Answer of `POST /v1/reports`: every report is durable on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportAck {
+    /// Reports in the batch.
+    pub accepted: usize,
+    /// Of those, reports the server had not seen before.
+    pub new: usize,
 }

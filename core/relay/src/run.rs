@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ferry_catalog::ReportStore;
 use ferry_net::Rate;
 use ferry_net::api::{EnrollRequest, EnrollResponse, ErrorCode, MetadataVersion, routes};
 use ferry_plugin::{BuiltinPlugin, LastSync, PluginEngine, Registry, ScheduleRequest, SyncOutcome};
@@ -76,11 +77,13 @@ pub async fn run(
         .await;
     let syncer = tokio::spawn(sync_loop(state.clone(), registry, control.clone()));
     let watcher = tokio::spawn(watch_upstream(state.clone(), control.clone()));
+    let forwarder = tokio::spawn(forward_reports(state.clone()));
     tracing::info!(%bound, data = %data.display(), "relay serving");
     ready(bound);
     ferry_net::serve(listener, tls, router(state.clone(), control), shutdown).await;
     syncer.abort();
     watcher.abort();
+    forwarder.abort();
     state
         .update_status(|s| {
             s.address = None;
@@ -128,12 +131,14 @@ impl SyncControl {
 fn router(state: Arc<RelayState>, control: Arc<SyncControl>) -> Router {
     let source = Arc::new(RelaySource::new(state.clone()));
     let auth = Authentication::new(source.clone());
+    let reports = ferry_serve::reports::router(source.clone());
     let own = Router::new()
         .route(routes::CA, get(ca))
         .route(routes::ENROLL, post(enroll))
         .route(routes::RELAY_SYNC, post(sync_now))
         .with_state((state, control));
-    own.merge(ferry_serve::router(source))
+    own.merge(reports)
+        .merge(ferry_serve::router(source))
         .fallback(ferry_serve::not_found)
         .layer(auth.layer())
 }
@@ -220,6 +225,99 @@ async fn sync_now(
     ))
 }
 
+/// Reports forwarded per request.
+const FORWARD_BATCH: usize = 500;
+
+/// Passes the outbox's reports upstream, oldest first, in batches, and
+/// removes each batch once the upstream acknowledged it (it is durable
+/// there). While the upstream is unreachable they wait, across restarts;
+/// a batch resent after a lost acknowledgement is applied once upstream,
+/// by report id.
+async fn forward_reports(state: Arc<RelayState>) {
+    let mut failures = 0u32;
+    loop {
+        let oldest = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, ferry_catalog::CatalogError>((
+                    state.catalog.oldest_reports(FORWARD_BATCH)?,
+                    state.catalog.report_count()?,
+                ))
+            })
+            .await
+        };
+        let (batch, pending) = match oldest {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::error!("cannot read the report outbox: {e}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("the outbox reader failed: {e}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        state.change_status(|s| s.outbox.pending = pending);
+        if batch.is_empty() {
+            state.update_status(|_| {}).await;
+            tokio::select! {
+                _ = state.reports_waiting.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+            continue;
+        }
+        let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+        let sent = state
+            .upstream
+            .post_json::<_, ferry_net::api::ReportAck>(
+                routes::relative(routes::REPORTS),
+                &ferry_net::api::ReportBatch { reports: batch },
+            )
+            .await;
+        match sent {
+            Ok(_) => {
+                failures = 0;
+                let removed = {
+                    let (state, ids) = (state.clone(), ids.clone());
+                    tokio::task::spawn_blocking(move || state.catalog.remove_reports(&ids)).await
+                };
+                if !matches!(removed, Ok(Ok(()))) {
+                    // Kept, so sent again: applied once upstream anyway.
+                    tracing::error!("cannot remove forwarded reports from the outbox");
+                }
+                let n = ids.len() as u64;
+                state
+                    .update_status(|s| {
+                        s.outbox.forwarded += n;
+                        s.outbox.pending = s.outbox.pending.saturating_sub(n);
+                        s.outbox.last_forwarded_at = Some(chrono::Utc::now().to_rfc3339());
+                        s.outbox.last_error = None;
+                    })
+                    .await;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let wait = Duration::from_secs(1)
+                    .saturating_mul(1 << failures.min(6))
+                    .min(Duration::from_secs(60))
+                    .mul_f64(0.75 + rand::random::<f64>() * 0.5);
+                tracing::debug!("forwarding reports failed ({e}); retrying in {wait:?}");
+                let reason = e.to_string();
+                state
+                    .update_status(|s| s.outbox.last_error = Some(reason))
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // The metadata watcher saw the upstream answer again.
+                    _ = state.upstream_back.notified() => {}
+                }
+            }
+        }
+    }
+}
+
 /// Seconds an upstream holds a long-poll for new metadata.
 const LONG_POLL_SECS: u64 = 20;
 
@@ -235,6 +333,9 @@ async fn watch_upstream(state: Arc<RelayState>, control: Arc<SyncControl>) {
         let path = routes::metadata_wait(after, LONG_POLL_SECS);
         match state.upstream.get_json::<MetadataVersion>(&path).await {
             Ok(seen) => {
+                if failures > 0 {
+                    state.upstream_back.notify_one();
+                }
                 failures = 0;
                 if seen.version != after {
                     // Newer: refresh. Older (an upstream relay that has

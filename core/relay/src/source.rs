@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_catalog::{ChunkIndex, VersionCatalog, VersionRecord};
+use ferry_catalog::{ChunkIndex, ReportStore, VersionCatalog, VersionRecord};
 use ferry_content::{Digest, PackageName};
 use ferry_net::api::VersionInfo;
 use ferry_serve::{ApiError, Authorizer, ChunkPlace, ClientIdentity, ContentSource, Lookup};
@@ -100,6 +100,16 @@ fn info(v: VersionRecord) -> VersionInfo {
             .unwrap_or_default(),
         published_by: v.published_by,
         manifest_sha256: v.manifest_sha256.to_string(),
+    }
+}
+
+impl ferry_serve::reports::ReportSink for RelaySource {
+    /// Into the outbox; the forwarder is woken to pass them upstream.
+    fn keep(&self, reports: Vec<ferry_net::api::Report>) -> Result<usize, ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        let new = self.state.catalog.store_reports(&reports, now)?;
+        self.state.reports_waiting.notify_one();
+        Ok(new)
     }
 }
 

@@ -28,6 +28,10 @@ pub struct RelayState {
     pub link: Arc<Link>,
     /// The upstream, through `link`.
     pub upstream: HubClient,
+    /// Woken when reports arrive in the outbox.
+    pub reports_waiting: tokio::sync::Notify,
+    /// Woken when the upstream answers again after failing.
+    pub upstream_back: tokio::sync::Notify,
     revoked: RwLock<Revoked>,
     status: Mutex<RelayStatus>,
     /// WAN traffic of earlier runs, from the status file.
@@ -117,6 +121,8 @@ impl RelayState {
             snapshots,
             link,
             upstream,
+            reports_waiting: tokio::sync::Notify::new(),
+            upstream_back: tokio::sync::Notify::new(),
             revoked: RwLock::new(revoked),
             status: Mutex::new(status),
             wan_before,

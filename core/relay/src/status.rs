@@ -37,10 +37,27 @@ pub struct RelayStatus {
     /// Bytes over the upstream (WAN) link since the data directory was
     /// created: everything the relay sent and received there.
     pub wan: Traffic,
+    /// Agents' reports waiting in the outbox and forwarded upstream.
+    #[serde(default)]
+    pub outbox: Outbox,
     /// Per package: chunk and manifest bytes fetched over the WAN, and the
     /// package's size (what one download from upstream costs), so the
     /// saving is visible.
     pub packages: BTreeMap<String, PackageTraffic>,
+}
+
+/// The report outbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbox {
+    /// Reports kept, waiting for the upstream to hold them.
+    pub pending: u64,
+    /// Reports the upstream acknowledged since the data directory was
+    /// created.
+    pub forwarded: u64,
+    /// When reports were last forwarded (RFC 3339).
+    pub last_forwarded_at: Option<String>,
+    /// Why the last attempt to forward failed, until one succeeds.
+    pub last_error: Option<String>,
 }
 
 /// The newest upstream metadata seen.

@@ -15,6 +15,7 @@ mod batch;
 mod error;
 mod handlers;
 mod manifests;
+pub mod reports;
 mod source;
 
 use std::sync::Arc;

@@ -46,6 +46,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route(routes::PACKAGE_VERSION, delete(packages::unpublish))
         .with_state(state);
     hub_routes
+        .merge(ferry_serve::reports::router(source.clone()))
         .merge(ferry_serve::router(source))
         .fallback(ferry_serve::not_found)
         .layer(auth.layer())

@@ -94,6 +94,13 @@ fn info(v: VersionRecord) -> VersionInfo {
     }
 }
 
+impl ferry_serve::reports::ReportSink for HubSource {
+    fn keep(&self, reports: Vec<ferry_net::api::Report>) -> Result<usize, ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        Ok(self.state.catalog.store_reports(&reports, now)?)
+    }
+}
+
 impl Authorizer for HubSource {
     fn lookup(&self, cert_sha256: &[u8; 32], _cert_der: &[u8]) -> Result<Lookup, ApiError> {
         Ok(match self.state.catalog.client_by_cert(cert_sha256)? {
