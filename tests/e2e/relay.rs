@@ -134,17 +134,17 @@ fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
 }
 
 #[test]
-fn a_relay_keeps_only_what_its_configuration_selects() {
+fn a_relay_keeps_what_it_selects_and_pulls_the_rest_through_once() {
     let hub = Hub::start();
     let publisher = hub.enroll("publisher", "publisher");
-    for (name, version, seed) in [
-        ("tools-a", "1.0.0", 1),
-        ("tools-a", "2.0.0", 2),
-        ("other", "1.0.0", 3),
+    for (name, version, seed, size) in [
+        ("tools-a", "1.0.0", 1, 50_000),
+        ("tools-a", "2.0.0", 2, 50_000),
+        ("other", "1.0.0", 3, 3 << 20),
     ] {
         let dir = hub.root.path().join(format!("{name}-{version}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("f"), ferry_e2e::tree::random_bytes(50_000, seed)).unwrap();
+        std::fs::write(dir.join("f"), ferry_e2e::tree::random_bytes(size, seed)).unwrap();
         publisher.publish(&dir, name, version).success();
     }
     let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
@@ -152,6 +152,7 @@ fn a_relay_keeps_only_what_its_configuration_selects() {
         "[keep]\npackages = [\"*\"]",
         "[keep]\npackages = [\"tools-*@^2\"]",
     )]);
+    relay.sync_on_request_only();
     relay.run();
     relay.sync();
     let status = relay.status();
@@ -162,10 +163,36 @@ fn a_relay_keeps_only_what_its_configuration_selects() {
     );
     let agent = relay.enroll_agent(&hub, "agent", "berlin");
     assert_eq!(listed(&agent), vec!["tools-a@2.0.0"]);
-    // What the relay does not keep is not served (pull-through comes later).
-    agent
-        .fetch("other", &hub.root.path().join("o"), None)
-        .failure("other");
+
+    // Not kept, but signed: eight agents ask at once; the relay fetches it
+    // once and serves them all.
+    let agents: Vec<_> = (0..8)
+        .map(|i| relay.enroll_agent(&hub, &format!("agent-{i}"), "berlin"))
+        .collect();
+    std::thread::scope(|scope| {
+        for (i, a) in agents.iter().enumerate() {
+            let out = hub.root.path().join(format!("other-{i}"));
+            scope.spawn(move || a.fetch("other", &out, None).success());
+        }
+    });
+    let original = snapshot(&hub.root.path().join("other-1.0.0"));
+    for i in 0..8 {
+        assert_eq!(
+            snapshot(&hub.root.path().join(format!("other-{i}"))),
+            original
+        );
+    }
+    let status = relay.status();
+    let wan = status["packages"]["other"]["wan_bytes"].as_u64().unwrap();
+    assert!(
+        wan > 3 << 20 && wan < (3 << 20) + (3 << 20) / 10,
+        "3 MiB pulled through for eight agents cost {wan} WAN bytes: {status}"
+    );
+    // Kept from then on, across syncs.
+    relay.sync();
+    let mut now = listed(&agent);
+    now.sort();
+    assert_eq!(now, vec!["other@1.0.0", "tools-a@2.0.0"]);
 
     // A bad selection is refused at start, naming the entry.
     relay.kill();

@@ -19,6 +19,7 @@ pub mod config;
 mod error;
 pub mod init;
 mod layout;
+mod pull;
 pub mod run;
 mod snapshot;
 mod source;

@@ -20,8 +20,13 @@ pub struct SnapshotInfo {
     pub expires: String,
     /// Version of the targets metadata.
     pub targets_version: u64,
-    /// Targets (manifests) served with it: those the relay keeps.
+    /// Targets (manifests) served with it: those the relay keeps, and
+    /// those got by pull-through.
     pub served: Vec<String>,
+    /// Of `served`, those got by pull-through (agents asked for them;
+    /// `[keep]` does not select them).
+    #[serde(default)]
+    pub pulled: Vec<String>,
     /// When the relay switched to it (RFC 3339).
     pub switched_at: String,
 }
@@ -215,6 +220,28 @@ impl Snapshots {
         }
         out.sort_unstable();
         Ok(out)
+    }
+
+    /// Adds a target got by pull-through to the served snapshot, in
+    /// memory and in its description on disk. Blocks (a file).
+    pub fn add_pulled(&self, target: &str) -> Result<(), RelayError> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = current.as_mut() else {
+            return Err(RelayError::DataDir(
+                "nothing is served yet; the first sync must finish before pull-through".into(),
+            ));
+        };
+        if c.served.contains(target) {
+            return Ok(());
+        }
+        let mut info = c.info.clone();
+        info.served.push(target.to_owned());
+        info.pulled.push(target.to_owned());
+        let described = serde_json::to_vec_pretty(&info).expect("snapshot info serializes");
+        write(&c.dir.join(INFO_FILE), &described)?;
+        c.served = Arc::new(info.served.iter().cloned().collect());
+        c.info = info;
+        Ok(())
     }
 
     /// A file of the served snapshot, if it has it (a file unchanged since

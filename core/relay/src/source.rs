@@ -71,6 +71,14 @@ impl ContentSource for RelaySource {
         )
     }
 
+    fn pull(&self, target: &str) -> Option<ferry_serve::Pull> {
+        let state = self.state.clone();
+        let target = target.to_owned();
+        Some(Box::pin(
+            async move { crate::pull::pull(&state, &target).await },
+        ))
+    }
+
     fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64> {
         self.state.snapshots.version()
     }

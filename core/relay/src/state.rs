@@ -28,6 +28,11 @@ pub struct RelayState {
     pub link: Arc<Link>,
     /// The upstream, through `link`.
     pub upstream: HubClient,
+    /// Held while content is fetched (a sync, a pull-through).
+    pub(crate) fetching: tokio::sync::Mutex<()>,
+    /// Pull-throughs in flight, by target: later requests for the same
+    /// target wait for the same transfer.
+    pub(crate) pulls: Mutex<std::collections::HashMap<String, crate::pull::InFlight>>,
     /// Woken when reports arrive in the outbox.
     pub reports_waiting: tokio::sync::Notify,
     /// Woken when the upstream answers again after failing.
@@ -121,6 +126,8 @@ impl RelayState {
             snapshots,
             link,
             upstream,
+            fetching: tokio::sync::Mutex::new(()),
+            pulls: Mutex::new(std::collections::HashMap::new()),
             reports_waiting: tokio::sync::Notify::new(),
             upstream_back: tokio::sync::Notify::new(),
             revoked: RwLock::new(revoked),

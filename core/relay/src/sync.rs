@@ -129,6 +129,8 @@ async fn sync_inner(
     collect_garbage(state).await?;
 
     let upstream = &state.upstream;
+    // One sync or pull-through moves content at a time.
+    let _fetching = state.fetching.lock().await;
     let (repo, mut files) =
         ferry_transfer::load_repository_recorded(&state.creds, upstream).await?;
     keep_roots(state, &mut files).await?;
@@ -196,31 +198,53 @@ async fn sync_inner(
             let (catalog, n, v) = (state.catalog.clone(), name.clone(), version.clone());
             blocking(move || Ok(catalog.delete_version(&n, &v)?)).await?;
         }
-        let (manifest, bytes, manifest_fetch) =
-            ferry_transfer::fetch_manifest(&repo, upstream, &state.local, name, version).await?;
-        record.manifest_bytes += manifest_fetch.bytes_received;
-        // Chunks that arrive before a failure stay spooled for the next
-        // attempt.
-        let report =
-            ferry_transfer::fetch_objects(upstream, &state.local, &manifest, |_| {}).await?;
-        record.chunk_bytes += report.bytes_downloaded;
-        record.reused_bytes += report.bytes_reused;
-        record.resumed_bytes += report.bytes_resumed;
+        let fetched = fetch_version(state, &repo, name, version, listing.get(&target.name)).await?;
+        record.manifest_bytes += fetched.manifest.bytes_received;
+        record.chunk_bytes += fetched.objects.bytes_downloaded;
+        record.reused_bytes += fetched.objects.bytes_reused;
+        record.resumed_bytes += fetched.objects.bytes_resumed;
         let t = traffic.entry(name.to_string()).or_default();
-        t.wan_bytes += report.bytes_downloaded + manifest_fetch.bytes_received;
-        t.full_bytes += manifest.total_size();
-        let info = listing.get(&target.name);
-        commit(state, &manifest, bytes, info).await?;
+        t.wan_bytes += fetched.objects.bytes_downloaded + fetched.manifest.bytes_received;
+        t.full_bytes += fetched.total_size;
         record.fetched.push(format!("{name}@{version}"));
     }
 
-    // Everything kept is stored: switch.
-    let served: Vec<String> = wanted.iter().map(|(_, _, t)| t.name.clone()).collect();
+    // Versions got by pull-through stay while they are signed and held.
+    let mut served: Vec<String> = wanted.iter().map(|(_, _, t)| t.name.clone()).collect();
+    let pulled = {
+        let catalog = state.catalog.clone();
+        let earlier = state.snapshots.info().map(|i| i.pulled).unwrap_or_default();
+        let signed: HashMap<String, String> = repo
+            .targets()
+            .into_iter()
+            .filter(|t| !served.contains(&t.name))
+            .map(|t| (t.name, t.sha256))
+            .collect();
+        blocking(move || {
+            let mut kept = Vec::new();
+            for target in earlier {
+                let Some(sha256) = signed.get(&target) else {
+                    continue;
+                };
+                if let Some(held) = catalog.manifest_by_target(&target)?
+                    && ferry_content::Digest::of(&held).to_hex() == *sha256
+                {
+                    kept.push(target);
+                }
+            }
+            Ok(kept)
+        })
+        .await?
+    };
+    served.extend(pulled.iter().cloned());
+
+    // Everything served is stored: switch.
     let info = SnapshotInfo {
         timestamp_version,
         expires,
         targets_version: repo.version(),
         served: served.clone(),
+        pulled,
         switched_at: String::new(),
     };
     let switched = {
@@ -263,7 +287,7 @@ fn keeps(rules: &[KeepRule], name: &PackageName, version: &semver::Version) -> b
 }
 
 /// `NAME@VERSION.json` → name and version.
-fn split_target(target: &str) -> Option<(PackageName, semver::Version)> {
+pub(crate) fn split_target(target: &str) -> Option<(PackageName, semver::Version)> {
     let (name, version) = target.strip_suffix(".json")?.split_once('@')?;
     Some((
         PackageName::new(name).ok()?,
@@ -430,6 +454,36 @@ async fn listing(state: &RelayState) -> HashMap<String, VersionInfo> {
     }
 }
 
+/// What fetching one version moved.
+pub(crate) struct Fetched {
+    pub manifest: ferry_transfer::ManifestFetch,
+    pub objects: ferry_transfer::FetchReport,
+    pub total_size: u64,
+}
+
+/// Fetches one signed version from upstream (its manifest as a delta of
+/// one held, then only the chunks no held file has) and records it in the
+/// catalog. Chunks that arrive before a failure stay spooled for the next
+/// attempt. The caller holds `state.fetching`.
+pub(crate) async fn fetch_version(
+    state: &Arc<RelayState>,
+    repo: &TrustedRepository,
+    name: &PackageName,
+    version: &semver::Version,
+    listed: Option<&VersionInfo>,
+) -> Result<Fetched, RelayError> {
+    let upstream = &state.upstream;
+    let (manifest, bytes, manifest_fetch) =
+        ferry_transfer::fetch_manifest(repo, upstream, &state.local, name, version).await?;
+    let objects = ferry_transfer::fetch_objects(upstream, &state.local, &manifest, |_| {}).await?;
+    commit(state, &manifest, bytes, listed).await?;
+    Ok(Fetched {
+        manifest: manifest_fetch,
+        objects,
+        total_size: manifest.total_size(),
+    })
+}
+
 /// Records a version whose files are all stored.
 async fn commit(
     state: &Arc<RelayState>,
@@ -498,7 +552,7 @@ async fn collect_garbage(state: &Arc<RelayState>) -> Result<(), RelayError> {
     .await
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RelayError> + Send + 'static,
 ) -> Result<T, RelayError> {
     tokio::task::spawn_blocking(f)

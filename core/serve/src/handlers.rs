@@ -216,12 +216,24 @@ fn split_file(file: &str) -> Result<(&str, &str), ApiError> {
         .ok_or_else(|| ApiError::not_found("manifest file names are SHA256.TARGET"))
 }
 
-/// The manifest `SHA256.TARGET`, from the cache or the source.
-async fn manifest_entry(served: &Arc<Served>, file: &str) -> Result<Arc<CachedManifest>, ApiError> {
+/// The manifest `SHA256.TARGET`, from the cache or the source. With
+/// `pull`, a target the source lacks but can get (a relay's pull-through)
+/// is got first.
+async fn manifest_entry(
+    served: &Arc<Served>,
+    file: &str,
+    pull: bool,
+) -> Result<Arc<CachedManifest>, ApiError> {
     let (hash, target) = split_file(file)?;
     let not_served = || ApiError::not_found(format!("{target} is not served here"));
     if !served.source.serves(target) {
-        return Err(not_served());
+        match served.source.pull(target).filter(|_| pull) {
+            Some(pulling) => pulling.await?,
+            None => return Err(not_served()),
+        }
+        if !served.source.serves(target) {
+            return Err(not_served());
+        }
     }
     if let Some(entry) = served.manifests.get(file) {
         return Ok(entry);
@@ -268,7 +280,7 @@ pub(crate) async fn tuf_target(
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let entry = manifest_entry(&served, &file).await?;
+    let entry = manifest_entry(&served, &file, true).await?;
     if !accepts_zstd(&headers) {
         let mut response = immutable(entry.bytes.clone(), "application/json");
         response
@@ -303,7 +315,7 @@ pub(crate) async fn manifest(
     Path(file): Path<String>,
     Query(query): Query<ManifestQuery>,
 ) -> Result<Response, ApiError> {
-    let entry = manifest_entry(&served, &file).await?;
+    let entry = manifest_entry(&served, &file, true).await?;
     let Some(base) = query.base else {
         let compressed = blocking(move || Ok(entry.zstd())).await?;
         return Ok(immutable(compressed, "application/zstd"));
@@ -311,7 +323,7 @@ pub(crate) async fn manifest(
     if let Some(delta) = served.manifests.delta(&file, &base) {
         return Ok(immutable(delta, "application/zstd"));
     }
-    let base_entry = match manifest_entry(&served, &base).await {
+    let base_entry = match manifest_entry(&served, &base, false).await {
         Ok(e) => e,
         Err(e) if e.code() == ErrorCode::NotFound => {
             return Err(ApiError::conflict(

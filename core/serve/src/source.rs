@@ -16,6 +16,9 @@ pub struct ChunkPlace {
     pub len: u32,
 }
 
+/// Getting a target a source lacks now (see [`ContentSource::pull`]).
+pub type Pull = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApiError>> + Send>>;
+
 /// Where served content comes from. Every method may block (database,
 /// disk); the serving block calls them off the async worker threads.
 ///
@@ -42,6 +45,13 @@ pub trait ContentSource: Send + Sync + 'static {
     /// The hub-signed revocation list (as the hub wrote it; receivers check
     /// its signature), if there is one.
     fn revocations(&self) -> Option<PathBuf>;
+    /// Starts getting `target`, which is not served now, if this source
+    /// can (a relay fetching it from its upstream: pull-through); the
+    /// future ends when it is served or cannot be. Must not block. The
+    /// default gets nothing.
+    fn pull(&self, _target: &str) -> Option<Pull> {
+        None
+    }
     /// The version of the served timestamp metadata, changing as soon as
     /// new metadata is served (long-polls wait on it). Must not block.
     fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64>;
