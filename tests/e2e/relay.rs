@@ -464,3 +464,61 @@ fn reports_wait_in_the_relay_outbox_while_the_hub_is_down_and_arrive_once() {
         .json();
     assert_eq!(held.as_array().unwrap().len(), 150);
 }
+
+/// Seconds between two RFC 3339 times of a status record.
+fn seconds_between(from: &serde_json::Value, to: &serde_json::Value) -> f64 {
+    let at = |t: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(t.as_str().expect("a time")).expect("RFC 3339")
+    };
+    (at(to) - at(from)).as_seconds_f64()
+}
+
+#[test]
+fn a_sync_holds_the_schedule_cap_on_a_shaped_wan_link() {
+    use ferry_e2e::netns::Netns;
+    if !Netns::available() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    // The office's WAN: a veth into a namespace, shaped to 100 Mbit/s;
+    // the schedule caps the site at 20 Mbit/s.
+    let wan = Netns::new();
+    wan.shape(100);
+    let mut hub = Hub::init_with(&["--san", &wan.outer_ip], &[]);
+    hub.run_on("0.0.0.0:0");
+    let publisher = hub.enroll("publisher", "publisher");
+    let dir = hub.root.path().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("big.bin"),
+        ferry_e2e::tree::random_bytes(16 << 20, 3),
+    )
+    .unwrap();
+    publisher.publish(&dir, "big", "1.0.0").success();
+
+    let upstream = format!("https://{}:{}", wan.outer_ip, hub.addr().port());
+    let mut relay = Relay::init_in(&hub, "relay", "berlin", &upstream, wan.launcher());
+    relay.edit_config(&[(
+        "[plugins.config]\n",
+        "[plugins.config.interval]\nbandwidth-cap-bps = 20000000\n",
+    )]);
+    let (sent_before, received_before) = wan.traffic();
+    relay.run();
+    let status = status_when(&relay, |s| serves(s, "big@1.0.0.json"));
+    let (sent_after, received_after) = wan.traffic();
+    let record = &status["last_sync"];
+    let seconds = seconds_between(&record["started"], &record["finished"]);
+    // Everything on the wire, both ways: TCP, TLS, HTTP, metadata.
+    let wire = (sent_after - sent_before) + (received_after - received_before);
+    let rate = wire as f64 * 8.0 / seconds;
+    assert!(
+        (18e6..=22e6).contains(&rate),
+        "{wire} bytes on the WAN in {seconds:.2} s is {:.2} Mbit/s, not 20 within 10%: {status}",
+        rate / 1e6
+    );
+    assert_eq!(status["next_sync"]["cap"], "20000000 bit/s", "{status}");
+    eprintln!(
+        "WAN cap 20 Mbit/s: {wire} bytes on the wire in {seconds:.2} s, {:.2} Mbit/s",
+        rate / 1e6
+    );
+}

@@ -7,6 +7,7 @@
 //! when the test fails.
 
 pub mod mirror;
+pub mod netns;
 pub mod plugins;
 pub mod process;
 pub mod relay;

@@ -98,8 +98,30 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    ferry_in(&[], args)
+}
+
+/// The `ferry` binary as a command, run through `launcher` (such as
+/// `ip netns exec NS`) when that is not empty.
+pub fn ferry_command(launcher: &[String]) -> Command {
+    match launcher.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(ferry_bin());
+            command
+        }
+        None => Command::new(ferry_bin()),
+    }
+}
+
+/// [`ferry`] run through `launcher` (see [`ferry_command`]).
+pub fn ferry_in<I, S>(launcher: &[String], args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let output = Command::new(ferry_bin())
+    let output = ferry_command(launcher)
         .args(&args)
         .env_remove("FERRY_DATA")
         .env_remove("FERRY_LISTEN")
@@ -132,16 +154,24 @@ impl Hub {
     /// `ferry hub init`, then each `(old, new)` of `edits` replaced in the
     /// generated `hub.toml` (e.g. a shorter metadata lifetime).
     pub fn init(edits: &[(&str, &str)]) -> Hub {
+        Hub::init_with(&[], edits)
+    }
+
+    /// [`Hub::init`] with more arguments for `ferry hub init` (such as
+    /// `--san ADDRESS`).
+    pub fn init_with(args: &[&str], edits: &[(&str, &str)]) -> Hub {
         let root = tempfile::tempdir().expect("temporary directory");
         let data = root.path().join("hub");
-        let run = ferry([
-            "hub".as_ref(),
-            "init".as_ref(),
-            "--data".as_ref(),
-            data.as_os_str(),
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-        ]);
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "hub".into(),
+            "init".into(),
+            "--data".into(),
+            data.clone().into_os_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        all.extend(args.iter().map(Into::into));
+        let run = ferry(all);
         run.success();
         if !edits.is_empty() {
             let path = data.join("hub.toml");
@@ -187,12 +217,17 @@ impl Hub {
         self.run_on(&addr);
     }
 
-    fn run_on(&mut self, listen: &str) {
+    /// Starts `ferry hub run --listen LISTEN` (a hub listening on every
+    /// address is reached on loopback by [`Hub::url`]).
+    pub fn run_on(&mut self, listen: &str) {
         assert!(self.process.is_none(), "the hub is already running");
         let mut args: Vec<std::ffi::OsString> =
             vec!["hub".into(), "run".into(), "--listen".into(), listen.into()];
         args.extend(["--data".into(), self.data.clone().into_os_string()]);
-        let (child, addr) = serve(&args, "ferry hub listening on https://");
+        let (child, mut addr) = serve(&args, "ferry hub listening on https://");
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         self.process = Some(child);
         self.addr = Some(addr);
     }
@@ -286,7 +321,16 @@ impl Drop for Hub {
 /// once it accepts connections. Its stdout keeps being drained so it never
 /// blocks on a full pipe.
 pub fn serve(args: &[std::ffi::OsString], ready: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(ferry_bin())
+    serve_in(&[], args, ready)
+}
+
+/// [`serve`] run through `launcher` (see [`ferry_command`]).
+pub fn serve_in(
+    launcher: &[String],
+    args: &[std::ffi::OsString],
+    ready: &str,
+) -> (Child, SocketAddr) {
+    let mut child = ferry_command(launcher)
         .args(args)
         .env("FERRY_LOG", "warn")
         .env_remove("FERRY_LISTEN")

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Child;
 
-use crate::process::{Client, Hub, Run, ferry, serve};
+use crate::process::{Client, Hub, Run, ferry_in, serve_in};
 
 /// A relay data directory and, while running, its process.
 pub struct Relay {
@@ -13,6 +13,8 @@ pub struct Relay {
     pub data: PathBuf,
     process: Option<Child>,
     addr: Option<SocketAddr>,
+    /// What runs its commands (empty, or `ip netns exec NS`).
+    launcher: Vec<String>,
 }
 
 impl Relay {
@@ -20,24 +22,40 @@ impl Relay {
     /// `upstream` (the hub's URL or another relay's), listening on any free
     /// loopback port. Panics if init fails.
     pub fn init(hub: &Hub, name: &str, site: &str, upstream: &str) -> Relay {
+        Relay::init_in(hub, name, site, upstream, Vec::new())
+    }
+
+    /// [`Relay::init`] with every command of the relay (init, run, sync)
+    /// run through `launcher`, such as a network namespace's.
+    pub fn init_in(
+        hub: &Hub,
+        name: &str,
+        site: &str,
+        upstream: &str,
+        launcher: Vec<String>,
+    ) -> Relay {
         let relay = Relay {
             data: hub.root.path().join(name),
             process: None,
             addr: None,
+            launcher,
         };
         let token = hub.token("relay", Some(site), None);
-        ferry([
-            "relay".as_ref(),
-            "init".as_ref(),
-            "--server".as_ref(),
-            upstream.as_ref(),
-            "--token".as_ref(),
-            token.as_ref(),
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--data".as_ref(),
-            relay.data.as_os_str(),
-        ])
+        ferry_in(
+            &relay.launcher,
+            [
+                "relay".as_ref(),
+                "init".as_ref(),
+                "--server".as_ref(),
+                upstream.as_ref(),
+                "--token".as_ref(),
+                token.as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--data".as_ref(),
+                relay.data.as_os_str(),
+            ],
+        )
         .success();
         relay
     }
@@ -81,7 +99,7 @@ impl Relay {
             "--data".into(),
             self.data.clone().into_os_string(),
         ];
-        let (child, addr) = serve(&args, "ferry relay listening on https://");
+        let (child, addr) = serve_in(&self.launcher, &args, "ferry relay listening on https://");
         self.process = Some(child);
         self.addr = Some(addr);
     }
@@ -105,7 +123,7 @@ impl Relay {
         all.extend(args.iter().map(Into::into));
         all.push("--data".into());
         all.push(self.data.clone().into_os_string());
-        ferry(all)
+        ferry_in(&self.launcher, all)
     }
 
     /// `ferry relay sync --json`: the finished sync's record. Panics unless

@@ -40,13 +40,14 @@ pub(crate) enum Mode {
 enum Done {
     /// New metadata is served.
     Switched,
-    /// Metadata only, and content is missing: about this many bytes.
+    /// Metadata only, and nothing switched: about this many bytes of
+    /// content are missing (0: the metadata served is the newest).
     Backlog(u64),
 }
 
 /// Runs one sync. A sync that switched or failed is recorded in the status
-/// and returned; a metadata-only one that found content missing is not (it
-/// changed nothing), and returns the backlog in bytes instead.
+/// and returned; a metadata-only one that switched nothing is not (it
+/// changed nothing), and returns the bytes of content missing instead.
 pub(crate) async fn sync(
     state: &Arc<RelayState>,
     trigger: &str,
@@ -74,7 +75,9 @@ pub(crate) async fn sync(
     record.wan_bytes = state.link.received() + state.link.sent() - wan_before;
     match &result {
         Ok(Done::Backlog(bytes)) => {
-            tracing::info!(backlog = bytes, "new upstream content to sync");
+            if *bytes > 0 {
+                tracing::info!(backlog = bytes, "new upstream content to sync");
+            }
             return Err(*bytes);
         }
         Ok(Done::Switched) => {
@@ -135,6 +138,15 @@ async fn sync_inner(
         ferry_transfer::load_repository_recorded(&state.creds, upstream).await?;
     keep_roots(state, &mut files).await?;
     let (timestamp_version, expires) = timestamp_facts(&files, state)?;
+    if mode == Mode::MetadataOnly
+        && state
+            .snapshots
+            .info()
+            .is_some_and(|i| i.timestamp_version == timestamp_version)
+    {
+        // Nothing new (a notice about what is served already).
+        return Ok(Done::Backlog(0));
+    }
     complete_files(state, &mut files, &repo)?;
     let seen = UpstreamSeen {
         timestamp_version,
