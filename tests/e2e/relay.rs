@@ -522,3 +522,79 @@ fn a_sync_holds_the_schedule_cap_on_a_shaped_wan_link() {
         rate / 1e6
     );
 }
+
+#[test]
+fn the_cache_quota_evicts_the_least_recently_used_and_never_a_pin() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let publish = |version: &str, seed: u64| {
+        let dir = hub.root.path().join(format!("a-{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("f"), ferry_e2e::tree::random_bytes(1 << 20, seed)).unwrap();
+        publisher.publish(&dir, "a", version).success();
+    };
+    let served = |relay: &Relay| {
+        let mut s: Vec<String> = relay.status()["serving"]["served"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        s.sort();
+        s
+    };
+    // Time must pass between uses for their order to show.
+    let next_second = || {
+        ferry_e2e::process::wait_until(
+            std::time::SystemTime::now() + std::time::Duration::from_millis(1100),
+        )
+    };
+    publish("1.0.0", 1);
+    publish("2.0.0", 2);
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.edit_config(&[("\n[cache]\n", "\n[cache]\nquota = \"2600KiB\"\n")]);
+    relay.sync_on_request_only();
+    relay.run();
+    relay.sync();
+    assert_eq!(served(&relay), vec!["a@1.0.0.json", "a@2.0.0.json"]);
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+    agent
+        .fetch("a@=2.0.0", &hub.root.path().join("o2"), None)
+        .success();
+
+    // A third version passes the quota: the version nobody asked for goes
+    // (the newest stays whatever its use).
+    next_second();
+    publish("3.0.0", 3);
+    relay.sync();
+    assert_eq!(served(&relay), vec!["a@2.0.0.json", "a@3.0.0.json"]);
+    let text = relay.cmd(&["status"]).success();
+    assert!(text.contains("evicted      a@1.0.0.json"), "{text}");
+
+    // Asked for again, it comes back by pull-through; now 2.0.0 is the
+    // least recently used and goes at the next sync.
+    next_second();
+    let o1 = hub.root.path().join("o1");
+    agent.fetch("a@=1.0.0", &o1, None).success();
+    assert_eq!(snapshot(&o1), snapshot(&hub.root.path().join("a-1.0.0")));
+    relay.sync();
+    assert_eq!(served(&relay), vec!["a@1.0.0.json", "a@3.0.0.json"]);
+
+    // A pin keeps a version whatever the quota, and brings it back.
+    relay
+        .cmd(&["pin", "a@2.0.0", "--for", "1h", "--reason", "task 42"])
+        .success();
+    relay.sync();
+    let now = served(&relay);
+    assert!(now.contains(&"a@2.0.0.json".to_owned()), "{now:?}");
+    assert!(now.contains(&"a@3.0.0.json".to_owned()), "{now:?}");
+    assert_eq!(now.len(), 2, "the unpinned old version went: {now:?}");
+    let text = relay.cmd(&["status"]).success();
+    assert!(
+        text.contains("a@2.0.0.json until") && text.contains("task 42"),
+        "{text}"
+    );
+    relay.cmd(&["unpin", "a@2.0.0"]).success();
+    relay.cmd(&["unpin", "a@2.0.0"]).failure("not pinned");
+    relay.cmd(&["pin", "a@latest"]).failure("exact semver");
+}

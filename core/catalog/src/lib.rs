@@ -6,11 +6,13 @@
 //! Roles talk to the catalog through [`HubCatalog`] so that another database
 //! can replace SQLite without touching them.
 
+mod cache;
 mod reports;
 mod schema;
 mod sqlite;
 mod types;
 
+pub use cache::{CacheIndex, Pin};
 pub use reports::ReportStore;
 pub use sqlite::SqliteCatalog;
 pub use types::*;

@@ -81,6 +81,19 @@ pub(crate) fn migrations() -> Migrations<'static> {
         CREATE INDEX reports_by_agent ON reports(agent, created_at);
         "#,
         ),
+        // A relay's cache: when each version was last asked for, pins, and
+        // versions evicted for the disk quota.
+        M::up(
+            r#"
+        CREATE TABLE cache_entries (
+            target TEXT PRIMARY KEY,
+            last_used INTEGER NOT NULL DEFAULT 0,
+            pinned_until INTEGER,
+            pin_reason TEXT,
+            evicted INTEGER NOT NULL DEFAULT 0
+        );
+        "#,
+        ),
     ])
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use ferry_catalog::CacheIndex;
 use ferry_net::api::routes;
 use ferry_relay::status::{Outcome, SyncRecord};
 use ferry_relay::{RelayLayout, RelayStatus, init, run};
@@ -61,6 +62,31 @@ pub enum RelayCommand {
         /// Show it again every second until interrupted.
         #[arg(long)]
         watch: bool,
+    },
+    /// Pin a version: kept whatever the cache quota, and fetched at the next
+    /// sync if the relay lacks it.
+    Pin {
+        /// Relay data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The exact version, NAME@VERSION.
+        #[arg(value_name = "NAME@VERSION")]
+        version: String,
+        /// How long the pin holds.
+        #[arg(long = "for", default_value = "7d", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Why (shown in `ferry relay status`).
+        #[arg(long, default_value = "pinned by an admin")]
+        reason: String,
+    },
+    /// Remove a pin.
+    Unpin {
+        /// Relay data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The exact version, NAME@VERSION.
+        #[arg(value_name = "NAME@VERSION")]
+        version: String,
     },
     /// Ask the running relay to sync now, and wait for that sync's result.
     Sync {
@@ -149,7 +175,54 @@ pub async fn run_relay(cmd: RelayCommand) -> anyhow::Result<()> {
             timeout,
             json,
         } => sync(&data, !no_wait, timeout, json).await,
+        RelayCommand::Pin {
+            data,
+            version,
+            duration,
+            reason,
+        } => {
+            let target = exact_target(&version)?;
+            let catalog = open_catalog(&data)?;
+            let until = chrono::Utc::now()
+                + chrono::Duration::from_std(duration).context("the pin is too long")?;
+            catalog.pin(&target, until.timestamp(), &reason)?;
+            println!(
+                "pinned {version} until {}; the relay fetches it at its next sync \
+                 (`ferry relay sync --data {}` to fetch it now)",
+                until.to_rfc3339(),
+                data.display()
+            );
+            Ok(())
+        }
+        RelayCommand::Unpin { data, version } => {
+            let target = exact_target(&version)?;
+            if !open_catalog(&data)?.unpin(&target)? {
+                anyhow::bail!("{version} is not pinned");
+            }
+            println!("unpinned {version}");
+            Ok(())
+        }
     }
+}
+
+/// `NAME@VERSION` → its TUF target name.
+fn exact_target(spec: &str) -> anyhow::Result<String> {
+    let (name, version) = spec
+        .split_once('@')
+        .context("give the exact version as NAME@VERSION, e.g. my-app@1.2.0")?;
+    let name = ferry_content::PackageName::new(name)?;
+    let version = semver::Version::parse(version)
+        .with_context(|| format!("{version:?} is not an exact semver version"))?;
+    Ok(ferry_content::target_name(&name, &version))
+}
+
+/// The relay's catalog (safe beside a running relay: SQLite in WAL mode).
+fn open_catalog(data: &Path) -> anyhow::Result<ferry_catalog::SqliteCatalog> {
+    let layout = RelayLayout::new(data);
+    if !layout.config().exists() {
+        anyhow::bail!("{} holds no relay", data.display());
+    }
+    Ok(ferry_catalog::SqliteCatalog::open(&layout.catalog())?)
 }
 
 fn load_status(data: &Path) -> anyhow::Result<RelayStatus> {
@@ -244,6 +317,25 @@ fn print_status(data: &Path, json: bool) -> anyhow::Result<()> {
         HumanBytes(s.wan.received),
         HumanBytes(s.wan.sent)
     );
+    if let Ok(catalog) = open_catalog(data) {
+        for pin in catalog.pins(chrono::Utc::now().timestamp())? {
+            let until = chrono::DateTime::from_timestamp(pin.until, 0)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            println!(
+                "  pinned       {} until {until} ({})",
+                pin.target, pin.reason
+            );
+        }
+        let mut evicted: Vec<String> = catalog.evicted()?.into_iter().collect();
+        evicted.sort();
+        if !evicted.is_empty() {
+            println!(
+                "  evicted      {} (for the cache quota)",
+                evicted.join(", ")
+            );
+        }
+    }
     if !s.packages.is_empty() {
         println!();
         let rows: Vec<Vec<String>> = s

@@ -24,6 +24,9 @@ pub struct RelayConfig {
     /// How it syncs.
     #[serde(default)]
     pub sync: SyncConfig,
+    /// How much it keeps.
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Plugins: the sync schedule (`schedule = "interval"`), a site plugin
     /// directory, per-plugin configuration and caps.
     #[serde(default)]
@@ -66,6 +69,52 @@ impl Default for SyncConfig {
             retry_max: Duration::from_secs(300),
         }
     }
+}
+
+/// The disk the relay's content may use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheConfig {
+    /// Most bytes of package content kept (`"50GiB"`, `"500MB"`,
+    /// `"1000000"`); absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+}
+
+impl CacheConfig {
+    /// The quota in bytes, if any.
+    pub fn quota_bytes(&self) -> Result<Option<u64>, String> {
+        self.quota.as_deref().map(parse_size).transpose()
+    }
+}
+
+/// `1024`, `64KiB`, `500MB`, `2GiB`, `1TB` → bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (try 500MiB or 2GiB)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// One `[keep] packages` entry.
@@ -132,6 +181,7 @@ impl RelayConfig {
             upstream,
             keep: KeepConfig::default(),
             sync: SyncConfig::default(),
+            cache: CacheConfig::default(),
             plugins: ferry_plugin::PluginSettings::default(),
         }
     }
@@ -161,6 +211,9 @@ impl RelayConfig {
              #               packages = [\"acme-vpn@^2\", \"tools-*\"]\n\
              # [sync]        retry-min / retry-max: back-off after failed syncs\n\
              #               (doubling, with jitter)\n\
+             # [cache]       quota = \"100GiB\": most package content kept; past it\n\
+             #               the least recently asked-for versions are evicted\n\
+             #               (never pinned ones, nor the newest of a kept package)\n\
              # [plugins]     schedule = \"interval\" (default) or \"window\", or a site\n\
              #               plugin in `dir`; its configuration goes in\n\
              #               [plugins.config.NAME], e.g.\n\
@@ -182,6 +235,10 @@ impl RelayConfig {
         config
             .keep_rules()
             .map_err(|e| bad(format!("[keep] packages: {e}")))?;
+        config
+            .cache
+            .quota_bytes()
+            .map_err(|e| bad(format!("[cache] quota: {e}")))?;
         if config.sync.retry_min.is_zero() || config.sync.retry_min > config.sync.retry_max {
             return Err(bad(
                 "[sync] retry-min must be above zero and at most retry-max".into(),

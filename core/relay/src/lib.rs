@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+mod cache;
 pub mod config;
 mod error;
 pub mod init;

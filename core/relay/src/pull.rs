@@ -86,7 +86,15 @@ async fn pull_target(state: &Arc<RelayState>, target: &str) -> Result<(), RelayE
         "pulled through"
     );
     let (snapshots_state, pulled) = (state.clone(), target.to_owned());
-    blocking(move || snapshots_state.snapshots.add_pulled(&pulled)).await?;
+    blocking(move || {
+        use ferry_catalog::CacheIndex as _;
+        // Asked for again: no longer evicted.
+        snapshots_state
+            .catalog
+            .set_evicted(std::slice::from_ref(&pulled), false)?;
+        snapshots_state.snapshots.add_pulled(&pulled)
+    })
+    .await?;
     let name = name.to_string();
     let (wan, full) = (
         fetched.objects.bytes_downloaded + fetched.manifest.bytes_received,

@@ -71,6 +71,10 @@ impl ContentSource for RelaySource {
         )
     }
 
+    fn note_use(&self, target: &str) {
+        self.state.note_use(target);
+    }
+
     fn pull(&self, target: &str) -> Option<ferry_serve::Pull> {
         let state = self.state.clone();
         let target = target.to_owned();

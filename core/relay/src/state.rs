@@ -33,6 +33,8 @@ pub struct RelayState {
     /// Pull-throughs in flight, by target: later requests for the same
     /// target wait for the same transfer.
     pub(crate) pulls: Mutex<std::collections::HashMap<String, crate::pull::InFlight>>,
+    /// Versions asked for since the last sync, and when (unix seconds).
+    uses: Mutex<std::collections::HashMap<String, i64>>,
     /// Woken when reports arrive in the outbox.
     pub reports_waiting: tokio::sync::Notify,
     /// Woken when the upstream answers again after failing.
@@ -127,6 +129,7 @@ impl RelayState {
             link,
             upstream,
             fetching: tokio::sync::Mutex::new(()),
+            uses: Mutex::new(std::collections::HashMap::new()),
             pulls: Mutex::new(std::collections::HashMap::new()),
             reports_waiting: tokio::sync::Notify::new(),
             upstream_back: tokio::sync::Notify::new(),
@@ -135,6 +138,25 @@ impl RelayState {
             wan_before,
             writing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Notes that a version was asked for (kept in memory, written at the
+    /// next sync: a request must not wait on the database).
+    pub fn note_use(&self, target: &str) {
+        let now = chrono::Utc::now().timestamp();
+        let mut uses = self.uses.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: versions are few; a flood of made-up names is not
+        // noted (only served targets reach here).
+        if uses.len() < 1 << 16 || uses.contains_key(target) {
+            uses.insert(target.to_owned(), now);
+        }
+    }
+
+    /// The uses noted since the last call.
+    pub(crate) fn take_uses(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.uses.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
     }
 
     /// Whether the hub revoked the certificate with this SHA-256.

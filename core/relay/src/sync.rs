@@ -158,17 +158,21 @@ async fn sync_inner(
         .await;
     let revoked = revocations(state, &repo, &mut files).await?;
 
-    // What to keep: every signed target the rules select.
+    // What to keep: every signed target the rules select, except what the
+    // quota evicted, and every pinned one.
     let rules = state
         .config
         .keep_rules()
         .map_err(|e| RelayError::DataDir(format!("[keep] packages: {e}")))?;
+    let cache = crate::cache::load(state).await?;
     let wanted: Vec<(PackageName, semver::Version, ferry_trust::TargetInfo)> = repo
         .targets()
         .into_iter()
         .filter_map(|t| {
             let (name, version) = split_target(&t.name)?;
-            keeps(&rules, &name, &version).then_some((name, version, t))
+            let pinned = cache.pinned.contains(&t.name);
+            let kept = keeps(&rules, &name, &version) && !cache.evicted.contains(&t.name);
+            (kept || pinned).then_some((name, version, t))
         })
         .collect();
 
@@ -248,7 +252,16 @@ async fn sync_inner(
         })
         .await?
     };
+    let mut pulled = pulled;
     served.extend(pulled.iter().cloned());
+
+    // Over the disk quota: the least recently asked-for versions go.
+    let evicted = crate::cache::evict(state, &cache, &rules, &served).await?;
+    if !evicted.is_empty() {
+        served.retain(|t| !evicted.contains(t));
+        pulled.retain(|t| !evicted.contains(t));
+        tracing::info!(?evicted, "evicted for the disk quota");
+    }
 
     // Everything served is stored: switch.
     let info = SnapshotInfo {
@@ -294,7 +307,7 @@ async fn sync_inner(
     Ok(Done::Switched)
 }
 
-fn keeps(rules: &[KeepRule], name: &PackageName, version: &semver::Version) -> bool {
+pub(crate) fn keeps(rules: &[KeepRule], name: &PackageName, version: &semver::Version) -> bool {
     rules.iter().any(|r| r.matches(name.as_str(), version))
 }
 

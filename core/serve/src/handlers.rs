@@ -226,6 +226,9 @@ async fn manifest_entry(
 ) -> Result<Arc<CachedManifest>, ApiError> {
     let (hash, target) = split_file(file)?;
     let not_served = || ApiError::not_found(format!("{target} is not served here"));
+    if pull {
+        served.source.note_use(target);
+    }
     if !served.source.serves(target) {
         match served.source.pull(target).filter(|_| pull) {
             Some(pulling) => pulling.await?,

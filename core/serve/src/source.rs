@@ -45,6 +45,9 @@ pub trait ContentSource: Send + Sync + 'static {
     /// The hub-signed revocation list (as the hub wrote it; receivers check
     /// its signature), if there is one.
     fn revocations(&self) -> Option<PathBuf>;
+    /// Notes that `target`'s manifest was served (a relay's cache keeps
+    /// what is asked for). Must not block. The default notes nothing.
+    fn note_use(&self, _target: &str) {}
     /// Starts getting `target`, which is not served now, if this source
     /// can (a relay fetching it from its upstream: pull-through); the
     /// future ends when it is served or cannot be. Must not block. The
