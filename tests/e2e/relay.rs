@@ -268,7 +268,8 @@ fn tampered_content_or_rolled_back_metadata_leave_the_last_good_snapshot_served(
     let early = mirror.recorded();
     let agent = relay.enroll_agent(&hub, "agent", "berlin");
 
-    overwrite(&app.join("bin/app"), 0, 64 << 10, 8);
+    // Small enough that chunks, not a byte-level delta, carry it.
+    overwrite(&app.join("bin/app"), 0, 16 << 10, 8);
     publisher.publish(&app, "app", "1.1.0").success();
 
     // A swapped manifest: refused, nothing switched.
@@ -597,4 +598,76 @@ fn the_cache_quota_evicts_the_least_recently_used_and_never_a_pin() {
     relay.cmd(&["unpin", "a@2.0.0"]).success();
     relay.cmd(&["unpin", "a@2.0.0"]).failure("not pinned");
     relay.cmd(&["pin", "a@latest"]).failure("exact semver");
+}
+
+#[test]
+fn a_shifted_file_crosses_the_wan_as_a_byte_level_delta_verified_against_the_manifest() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let dir = hub.root.path().join("tool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let v1 = ferry_e2e::tree::random_bytes(4 << 20, 12);
+    std::fs::write(dir.join("tool.bin"), &v1).unwrap();
+    publisher.publish(&dir, "tool", "1.0.0").success();
+
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    let creds = ferry_net::ClientCredentials::load(&relay.data).unwrap();
+    let mirror = Mirror::start(
+        &hub.data,
+        ferry_net::HubClient::from_credentials(&creds).unwrap(),
+    );
+    relay.edit_config(&[(
+        &format!("upstream = \"{}/\"", hub.url()),
+        &format!("upstream = \"{}/\"", mirror.url()),
+    )]);
+    relay.sync_on_request_only();
+    relay.run();
+    relay.sync();
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+    agent
+        .fetch("tool", &hub.root.path().join("a1"), None)
+        .success();
+
+    // Four bytes inserted every 8 KiB, as shifted code: every chunk is new,
+    // the bytes barely are.
+    let mut v2 = Vec::new();
+    for piece in v1.chunks(8 << 10) {
+        v2.extend_from_slice(b"SHFT");
+        v2.extend_from_slice(piece);
+    }
+    std::fs::write(dir.join("tool.bin"), &v2).unwrap();
+    publisher.publish(&dir, "tool", "2.0.0").success();
+
+    // A delta that does not rebuild the signed file is refused.
+    mirror.set(Tamper::FlipBit("deltas/".into()));
+    relay.cmd(&["sync"]).failure("sync did not finish");
+    let reason = relay.status()["last_failure"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("delta"), "{reason}");
+    assert_eq!(listed(&agent), vec!["tool@1.0.0"]);
+
+    mirror.set(Tamper::None);
+    let record = relay.sync();
+    assert_eq!(record["files_by_delta"], 1, "{record}");
+    let wan = record["wan_bytes"].as_u64().unwrap();
+    assert!(
+        wan < 256 << 10,
+        "a 4 MiB file with every chunk shifted cost {wan} WAN bytes: {record}"
+    );
+    assert!(
+        record["chunk_bytes"].as_u64().unwrap() < 64 << 10,
+        "{record}"
+    );
+
+    // Agents get the delta from the relay the same way.
+    let out = hub.root.path().join("a2");
+    let fetched = agent.fetch("tool@=2.0.0", &out, None).json();
+    assert_eq!(std::fs::read(out.join("tool.bin")).unwrap(), v2);
+    assert_eq!(fetched["files_by_delta"], 1, "{fetched}");
+    assert!(
+        fetched["bytes_delta"].as_u64().unwrap() < 256 << 10,
+        "{fetched}"
+    );
 }

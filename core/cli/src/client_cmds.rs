@@ -346,6 +346,8 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             "bytes_resumed": report.bytes_resumed,
             "chunks_downloaded": report.chunks_downloaded,
             "requests": report.requests,
+            "bytes_delta": report.bytes_delta,
+            "files_by_delta": report.files_by_delta,
             "manifest_bytes": manifest_fetch.bytes_received,
             "manifest_delta_base": manifest_fetch.delta_base,
             "out": args.out,

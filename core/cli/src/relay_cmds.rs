@@ -363,7 +363,7 @@ fn describe_sync(r: &SyncRecord) -> String {
     };
     let mut text = format!(
         "{outcome} ({}), {} to {}; fetched {} version(s), {} of chunks ({} reused, {} resumed), \
-         {} of manifests, {} over the WAN",
+         {} of deltas for {} file(s), {} of manifests, {} over the WAN",
         r.trigger,
         r.started,
         r.finished,
@@ -371,6 +371,8 @@ fn describe_sync(r: &SyncRecord) -> String {
         HumanBytes(r.chunk_bytes),
         HumanBytes(r.reused_bytes),
         HumanBytes(r.resumed_bytes),
+        HumanBytes(r.delta_bytes),
+        r.files_by_delta,
         HumanBytes(r.manifest_bytes),
         HumanBytes(r.wan_bytes)
     );

@@ -45,6 +45,9 @@ pub enum ContentError {
     /// A chunk pack is malformed.
     #[error("invalid chunk pack: {0}")]
     InvalidPack(String),
+    /// A byte-level delta that cannot be made or does not decode.
+    #[error("{0}")]
+    InvalidDelta(String),
     /// The manifest could not be parsed.
     #[error("manifest is not valid JSON for this format: {0}")]
     ManifestSyntax(#[from] serde_json::Error),

@@ -8,6 +8,7 @@ mod abbreviated;
 mod chunking;
 mod digest;
 mod error;
+mod file_delta;
 mod manifest;
 mod manifest_delta;
 mod name;
@@ -19,6 +20,7 @@ pub use abbreviated::{ABBREVIATED_PREFIX, ExpandError};
 pub use chunking::{ChunkParams, ChunkRef, chunk_bytes, chunk_file};
 pub use digest::{Digest, DigestParseError};
 pub use error::ContentError;
+pub use file_delta::{MAX_DELTA_FILE, decode_file_delta, encode_file_delta};
 pub use manifest::{
     FileEntry, InstallStep, MAX_FILES, MAX_MANIFEST_BYTES, Manifest, ManifestLimits, target_name,
 };

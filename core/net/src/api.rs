@@ -35,6 +35,10 @@
 //! - `GET  tuf/{file}` - signed TUF metadata
 //! - `GET  tuf/targets/{sha256}.{target}` - a manifest, as a TUF target
 //! - `GET  revocations` - the hub-signed revocation list
+//! - `GET  deltas/{to}?from={from}` - file `to` (a content id) as a zstd
+//!   patch-from delta of file `from`, which the client holds and verifies
+//!   the result against its signed manifest (`unknown-base` if the server
+//!   lacks `from`, `too-large` past 1 GiB)
 //! - `GET  metadata/wait?after=N[&wait=S]` - [`MetadataVersion`] as soon as
 //!   the served metadata's version passes N, or after S seconds (at most 20)
 //! - `POST reports` - [`ReportBatch`] → [`ReportAck`] once every report is
@@ -84,6 +88,9 @@ pub mod routes {
 
     /// `GET`: the hub-signed revocation list (see `ferry_trust::documents`).
     pub const REVOCATIONS: &str = "/v1/revocations";
+    /// `GET ?from={content id}`: a stored file as a zstd patch-from delta
+    /// of an older one.
+    pub const DELTA: &str = "/v1/deltas/{to}";
     /// `GET ?after=N[&wait=S]`: long-poll for metadata newer than version
     /// N ([`MetadataVersion`]).
     pub const METADATA_WAIT: &str = "/v1/metadata/wait";
@@ -134,6 +141,10 @@ pub mod routes {
     /// prefixes.
     pub fn missing_chunks(prefix_len: usize) -> String {
         format!("v1/chunks/missing?prefix={prefix_len}")
+    }
+    /// Relative URL of file `to` as a delta of file `from` (content ids).
+    pub fn delta(to: &impl std::fmt::Display, from: &impl std::fmt::Display) -> String {
+        format!("v1/deltas/{to}?from={from}")
     }
     /// Relative URL of a long-poll for metadata newer than `after`.
     pub fn metadata_wait(after: u64, wait_secs: u64) -> String {

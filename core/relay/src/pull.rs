@@ -97,7 +97,9 @@ async fn pull_target(state: &Arc<RelayState>, target: &str) -> Result<(), RelayE
     .await?;
     let name = name.to_string();
     let (wan, full) = (
-        fetched.objects.bytes_downloaded + fetched.manifest.bytes_received,
+        fetched.objects.bytes_downloaded
+            + fetched.objects.bytes_delta
+            + fetched.manifest.bytes_received,
         fetched.total_size,
     );
     state

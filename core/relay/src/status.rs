@@ -111,6 +111,12 @@ pub struct SyncRecord {
     pub resumed_bytes: u64,
     /// Manifest bytes received (deltas where possible).
     pub manifest_bytes: u64,
+    /// Bytes of byte-level file deltas received.
+    #[serde(default)]
+    pub delta_bytes: u64,
+    /// Files rebuilt from byte-level deltas.
+    #[serde(default)]
+    pub files_by_delta: u64,
     /// All bytes over the WAN during the attempt, both directions.
     pub wan_bytes: u64,
 }

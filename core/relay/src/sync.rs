@@ -67,6 +67,8 @@ pub(crate) async fn sync(
         reused_bytes: 0,
         resumed_bytes: 0,
         manifest_bytes: 0,
+        delta_bytes: 0,
+        files_by_delta: 0,
         wan_bytes: 0,
     };
     let mut traffic = BTreeMap::new();
@@ -219,8 +221,12 @@ async fn sync_inner(
         record.chunk_bytes += fetched.objects.bytes_downloaded;
         record.reused_bytes += fetched.objects.bytes_reused;
         record.resumed_bytes += fetched.objects.bytes_resumed;
+        record.delta_bytes += fetched.objects.bytes_delta;
+        record.files_by_delta += fetched.objects.files_by_delta;
         let t = traffic.entry(name.to_string()).or_default();
-        t.wan_bytes += fetched.objects.bytes_downloaded + fetched.manifest.bytes_received;
+        t.wan_bytes += fetched.objects.bytes_downloaded
+            + fetched.objects.bytes_delta
+            + fetched.manifest.bytes_received;
         t.full_bytes += fetched.total_size;
         record.fetched.push(format!("{name}@{version}"));
     }

@@ -22,7 +22,7 @@ fn parse_digest(text: &str) -> Result<Digest, ApiError> {
 /// Content-addressed: the bytes behind the URL never change.
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
-fn immutable(body: impl Into<Body>, content_type: &'static str) -> Response {
+pub(crate) fn immutable(body: impl Into<Body>, content_type: &'static str) -> Response {
     let mut response = Response::new(body.into());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

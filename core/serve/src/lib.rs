@@ -12,6 +12,7 @@
 mod auth;
 mod background;
 mod batch;
+mod deltas;
 mod error;
 mod handlers;
 mod manifests;
@@ -40,6 +41,7 @@ const MAX_BATCHES: usize = 64;
 pub struct Served {
     source: Arc<dyn ContentSource>,
     manifests: manifests::ManifestCache,
+    deltas: deltas::DeltaCache,
     batches: Arc<tokio::sync::Semaphore>,
 }
 
@@ -51,6 +53,7 @@ pub fn router(source: Arc<dyn ContentSource>) -> Router {
     let served = Arc::new(Served {
         source,
         manifests: manifests::ManifestCache::new(),
+        deltas: deltas::DeltaCache::new(),
         batches: Arc::new(tokio::sync::Semaphore::new(MAX_BATCHES)),
     });
     Router::new()
@@ -69,6 +72,7 @@ pub fn router(source: Arc<dyn ContentSource>) -> Router {
         .route(routes::MANIFEST, get(handlers::manifest))
         .route(routes::REVOCATIONS, get(handlers::revocations))
         .route(routes::METADATA_WAIT, get(handlers::metadata_wait))
+        .route(routes::DELTA, get(deltas::delta))
         // A read answers quickly or not at all (its body may then stream as
         // long as the client reads); a wedged disk must not pile up requests.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

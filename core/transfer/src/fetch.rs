@@ -140,6 +140,11 @@ pub struct FetchReport {
     pub chunks_downloaded: u64,
     /// Chunk batch requests made.
     pub requests: u64,
+    /// Bytes of byte-level deltas received (files rebuilt from an older
+    /// version held locally; see `GET /v1/deltas`).
+    pub bytes_delta: u64,
+    /// Files rebuilt from deltas.
+    pub files_by_delta: u64,
 }
 
 /// Makes every file of `manifest` present in `local`'s store, fetching from
@@ -164,15 +169,46 @@ pub async fn fetch_objects(
             wanted.push(file);
         }
     }
-    let (index, spooled) = {
-        let local = local.clone();
+    let (index, spooled, bases) = {
+        let (local, manifest) = (local.clone(), manifest.clone());
         tokio::task::spawn_blocking(move || {
-            Ok::<_, TransferError>((local.chunk_index(), local.spooled()?.chunks))
+            Ok::<_, TransferError>((
+                local.chunk_index(),
+                local.spooled()?.chunks,
+                crate::delta::delta_bases(&local, &manifest),
+            ))
         })
         .await
         .map_err(|e| TransferError::Refused(format!("local index task failed: {e}")))??
     };
     let mut have: HashMap<Digest, LocalChunk> = index;
+    // Files with many missing bytes and an older version held: try a
+    // byte-level delta first; it is taken only if smaller.
+    let mut by_delta = HashSet::new();
+    for file in &wanted {
+        let Some(base) = bases.get(&file.content_id()) else {
+            continue;
+        };
+        let missing: u64 = file
+            .chunks
+            .iter()
+            .filter(|c| !have.contains_key(&c.digest) && !spooled.contains_key(&c.digest))
+            .map(|c| c.len as u64)
+            .sum();
+        if missing < crate::delta::DELTA_MIN_MISSING {
+            continue;
+        }
+        if let Some(size) =
+            crate::delta::fetch_by_delta(client, local, file, *base, missing).await?
+        {
+            report.bytes_delta += size;
+            report.files_by_delta += 1;
+            report.bytes_reused += file.size.saturating_sub(missing);
+            progress(file.size);
+            by_delta.insert(file.content_id());
+        }
+    }
+    wanted.retain(|f| !by_delta.contains(&f.content_id()));
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
     for file in &wanted {

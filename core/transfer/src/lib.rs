@@ -9,6 +9,7 @@
 //! that chains up to the root pinned at enrollment.
 
 pub mod chunks;
+mod delta;
 mod error;
 mod fetch;
 mod local;
