@@ -671,3 +671,54 @@ fn a_shifted_file_crosses_the_wan_as_a_byte_level_delta_verified_against_the_man
         "{fetched}"
     );
 }
+
+#[test]
+fn the_hub_shares_its_relay_egress_cap_fairly_and_every_relay_finishes() {
+    let mut hub = Hub::init(&[("[egress]\n", "[egress]\nrelays_cap_bps = 16000000\n")]);
+    hub.run();
+    let publisher = hub.enroll("publisher", "publisher");
+    let dir = hub.root.path().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("big.bin"),
+        ferry_e2e::tree::random_bytes(6 << 20, 8),
+    )
+    .unwrap();
+    publisher.publish(&dir, "big", "1.0.0").success();
+
+    // Two relays start syncing at once.
+    let mut relays: Vec<Relay> = ["relay-a", "relay-b"]
+        .iter()
+        .map(|name| Relay::init(&hub, name, "berlin", &hub.url()))
+        .collect();
+    for relay in &mut relays {
+        relay.run();
+    }
+    let done: Vec<serde_json::Value> = relays
+        .iter()
+        .map(|r| status_when(r, |s| serves(s, "big@1.0.0.json"))["last_sync"].clone())
+        .collect();
+    let at =
+        |v: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let start = done.iter().map(|r| at(&r["started"])).min().unwrap();
+    let end = done.iter().map(|r| at(&r["finished"])).max().unwrap();
+    let seconds = (end - start).as_seconds_f64();
+    let bytes: u64 = done.iter().map(|r| r["wan_bytes"].as_u64().unwrap()).sum();
+    let rate = bytes as f64 * 8.0 / seconds;
+    assert!(
+        (13.6e6..=16.8e6).contains(&rate),
+        "two relays got {:.2} Mbit/s together from a hub capped at 16: {done:?}",
+        rate / 1e6
+    );
+    // Each got about half: they finish close together.
+    let spans: Vec<f64> = done
+        .iter()
+        .map(|r| (at(&r["finished"]) - at(&r["started"])).as_seconds_f64())
+        .collect();
+    let (short, long) = (spans[0].min(spans[1]), spans[0].max(spans[1]));
+    assert!(long < short * 1.3, "unfair shares: {spans:?}");
+    eprintln!(
+        "hub egress cap 16 Mbit/s: two relays {:.2} Mbit/s together, syncs of {spans:?} s",
+        rate / 1e6
+    );
+}

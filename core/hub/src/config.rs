@@ -22,6 +22,20 @@ pub struct HubConfig {
     /// How long an issued client certificate is valid.
     #[serde(default = "default_cert_days")]
     pub client_cert_days: i64,
+    /// The hub's uplink budget.
+    #[serde(default)]
+    pub egress: EgressConfig,
+}
+
+/// What the hub may send, to protect its own uplink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Cap in bits per second on everything the hub sends to relays
+    /// together, shared equally among the relays downloading at the moment;
+    /// absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relays_cap_bps: Option<u64>,
 }
 
 fn default_cert_days() -> i64 {
@@ -56,6 +70,7 @@ impl Default for HubConfig {
             tuf: Default::default(),
             gc: Default::default(),
             client_cert_days: default_cert_days(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -77,7 +92,10 @@ impl HubConfig {
              #                   reach it for longer than `timestamp` stop trusting stale\n\
              #                   metadata (freeze protection)\n\
              # [gc]              how often unreferenced content is removed, and how long an\n\
-             #                   uploaded chunk may wait for the publish that uses it\n\n{body}"
+             #                   uploaded chunk may wait for the publish that uses it\n\
+             # [egress]          relays_cap_bps = 200000000: the most the hub sends to all\n\
+             #                   relays together, in bits per second, shared equally among\n\
+             #                   those downloading at the moment (absent: no cap)\n\n{body}"
         )
     }
 
@@ -92,6 +110,12 @@ impl HubConfig {
             path: path.display().to_string(),
             message,
         })?;
+        if config.egress.relays_cap_bps == Some(0) {
+            return Err(HubError::Config {
+                path: path.display().to_string(),
+                message: "[egress] relays_cap_bps must be above 0 (remove it for no cap)".into(),
+            });
+        }
         if config.client_cert_days < 1 {
             return Err(HubError::Config {
                 path: path.display().to_string(),

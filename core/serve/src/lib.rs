@@ -13,6 +13,7 @@ mod auth;
 mod background;
 mod batch;
 mod deltas;
+pub mod egress;
 mod error;
 mod handlers;
 mod manifests;

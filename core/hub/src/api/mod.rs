@@ -28,6 +28,7 @@ const MAX_MANIFEST_BODY: usize = ferry_content::MAX_MANIFEST_BYTES as usize;
 pub fn router(state: Arc<HubState>) -> Router {
     let source = Arc::new(HubSource::new(state.clone()));
     let auth = Authentication::new(source.clone());
+    let relays_cap = state.config.egress.relays_cap_bps;
     let hub_routes = Router::new()
         .route(routes::CA, get(enroll::ca))
         .route(routes::ENROLL, post(enroll::enroll))
@@ -45,11 +46,18 @@ pub fn router(state: Arc<HubState>) -> Router {
         )
         .route(routes::PACKAGE_VERSION, delete(packages::unpublish))
         .with_state(state);
-    hub_routes
+    let router = hub_routes
         .merge(ferry_serve::reports::router(source.clone()))
         .merge(ferry_serve::router(source))
-        .fallback(ferry_serve::not_found)
-        .layer(auth.layer())
+        .fallback(ferry_serve::not_found);
+    let router = match relays_cap {
+        Some(bps) => router.layer(axum::middleware::from_fn_with_state(
+            ferry_serve::egress::Egress::new(bps, &[ferry_net::api::Role::Relay]),
+            ferry_serve::egress::pace,
+        )),
+        None => router,
+    };
+    router.layer(auth.layer())
 }
 
 impl From<HubError> for ApiError {
