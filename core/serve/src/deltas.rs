@@ -181,8 +181,17 @@ async fn compute(served: &Arc<Served>, from: Digest, to: Digest) -> Result<Bytes
             std::fs::read(path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))
         };
         let (base, new) = (read(&from_path)?, read(&to_path)?);
+        let started = std::time::Instant::now();
         let delta = ferry_content::encode_file_delta(&base, &new, DELTA_LEVEL)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        tracing::info!(
+            %from,
+            %to,
+            size = new.len(),
+            delta = delta.len(),
+            millis = started.elapsed().as_millis() as u64,
+            "file delta computed"
+        );
         Ok(Bytes::from(delta))
     })
     .await
