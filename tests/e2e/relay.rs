@@ -124,6 +124,8 @@ fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
         status["wan"]["received"].as_u64().unwrap() > total,
         "{status}"
     );
+    // What the agent fetched through it was counted on the LAN side.
+    assert!(status["lan_served"].as_u64().unwrap() > total, "{status}");
     assert_eq!(
         status["packages"]["app"]["full_bytes"].as_u64().unwrap(),
         2 * total

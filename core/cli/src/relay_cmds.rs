@@ -317,6 +317,18 @@ fn print_status(data: &Path, json: bool) -> anyhow::Result<()> {
         HumanBytes(s.wan.received),
         HumanBytes(s.wan.sent)
     );
+    println!(
+        "  LAN          {} served to agents{}",
+        HumanBytes(s.lan_served),
+        if s.lan_served > s.wan.received {
+            format!(
+                " ({} more than crossed the WAN)",
+                HumanBytes(s.lan_served - s.wan.received)
+            )
+        } else {
+            String::new()
+        }
+    );
     if let Ok(catalog) = open_catalog(data) {
         for pin in catalog.pins(chrono::Utc::now().timestamp())? {
             let until = chrono::DateTime::from_timestamp(pin.until, 0)

@@ -60,6 +60,22 @@ pub struct SyncConfig {
     /// Longest wait after failures in a row (the schedule may say sooner).
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+    /// Slowest upstream accepted, in bytes per second averaged over each
+    /// `stall` window (time waiting for the WAN budget does not count);
+    /// a link that trickles below it is treated as down.
+    #[serde(default = "default_min_rate")]
+    pub min_rate: u64,
+    /// Longest wait for an answer or for the next bytes of one.
+    #[serde(default = "default_stall", with = "humantime_serde")]
+    pub stall: Duration,
+}
+
+fn default_min_rate() -> u64 {
+    1024
+}
+
+fn default_stall() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for SyncConfig {
@@ -67,6 +83,19 @@ impl Default for SyncConfig {
         SyncConfig {
             retry_min: Duration::from_secs(2),
             retry_max: Duration::from_secs(300),
+            min_rate: default_min_rate(),
+            stall: default_stall(),
+        }
+    }
+}
+
+impl SyncConfig {
+    /// The pace the upstream must keep.
+    pub fn pace(&self) -> ferry_net::Pace {
+        ferry_net::Pace {
+            grace: self.stall,
+            min_rate: self.min_rate,
+            stall: self.stall,
         }
     }
 }
@@ -210,7 +239,9 @@ impl RelayConfig {
              #               NAME@REQUIREMENT, `*` matching any characters in NAME:\n\
              #               packages = [\"acme-vpn@^2\", \"tools-*\"]\n\
              # [sync]        retry-min / retry-max: back-off after failed syncs\n\
-             #               (doubling, with jitter)\n\
+             #               (doubling, with jitter); min-rate (bytes/s) and stall:\n\
+             #               an upstream slower than min-rate over a stall window,\n\
+             #               or silent for stall, is treated as down\n\
              # [cache]       quota = \"100GiB\": most package content kept; past it\n\
              #               the least recently asked-for versions are evicted\n\
              #               (never pinned ones, nor the newest of a kept package)\n\
@@ -239,6 +270,9 @@ impl RelayConfig {
             .cache
             .quota_bytes()
             .map_err(|e| bad(format!("[cache] quota: {e}")))?;
+        if config.sync.stall < Duration::from_secs(1) {
+            return Err(bad("[sync] stall must be at least 1s".into()));
+        }
         if config.sync.retry_min.is_zero() || config.sync.retry_min > config.sync.retry_max {
             return Err(bad(
                 "[sync] retry-min must be above zero and at most retry-max".into(),

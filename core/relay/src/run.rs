@@ -78,12 +78,14 @@ pub async fn run(
     let syncer = tokio::spawn(sync_loop(state.clone(), registry, control.clone()));
     let watcher = tokio::spawn(watch_upstream(state.clone(), control.clone()));
     let forwarder = tokio::spawn(forward_reports(state.clone()));
+    let counters = tokio::spawn(write_counters(state.clone()));
     tracing::info!(%bound, data = %data.display(), "relay serving");
     ready(bound);
     ferry_net::serve(listener, tls, router(state.clone(), control), shutdown).await;
     syncer.abort();
     watcher.abort();
     forwarder.abort();
+    counters.abort();
     state
         .update_status(|s| {
             s.address = None;
@@ -129,6 +131,7 @@ impl SyncControl {
 /// The relay's API: the shared read routes over what it synced, enrollment
 /// passed on to the upstream, and its own sync trigger.
 fn router(state: Arc<RelayState>, control: Arc<SyncControl>) -> Router {
+    let lan = state.clone();
     let source = Arc::new(RelaySource::new(state.clone()));
     let auth = Authentication::new(source.clone());
     let reports = ferry_serve::reports::router(source.clone());
@@ -140,6 +143,7 @@ fn router(state: Arc<RelayState>, control: Arc<SyncControl>) -> Router {
     own.merge(reports)
         .merge(ferry_serve::router(source))
         .fallback(ferry_serve::not_found)
+        .layer(axum::middleware::from_fn_with_state(lan, count_lan))
         .layer(auth.layer())
 }
 
@@ -223,6 +227,38 @@ async fn sync_now(
     Ok(Json(
         serde_json::to_value(record).expect("records serialize"),
     ))
+}
+
+/// Counts every body byte the relay serves on its LAN.
+async fn count_lan(
+    State(state): State<Arc<RelayState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::StreamExt as _;
+    let (parts, body) = next.run(request).await.into_parts();
+    let counted = body.into_data_stream().map(move |piece| {
+        if let Ok(bytes) = &piece {
+            state.count_lan(bytes.len() as u64);
+        }
+        piece
+    });
+    axum::response::Response::from_parts(parts, axum::body::Body::from_stream(counted))
+}
+
+/// Writes the traffic counters to the status file every few seconds while
+/// they move, so `ferry relay status` shows them between syncs.
+async fn write_counters(state: Arc<RelayState>) {
+    let mut last = (0, 0, 0);
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = state.status();
+        let now = (s.wan.received, s.wan.sent, s.lan_served);
+        if now != last {
+            last = now;
+            state.update_status(|_| {}).await;
+        }
+    }
 }
 
 /// Reports forwarded per request.
@@ -330,7 +366,9 @@ async fn watch_upstream(state: Arc<RelayState>, control: Arc<SyncControl>) {
     let mut after = *state.snapshots.version().borrow();
     let mut failures = 0u32;
     loop {
-        let path = routes::metadata_wait(after, LONG_POLL_SECS);
+        // Answered before the client's own wait for headers runs out.
+        let hold = LONG_POLL_SECS.min(state.config.sync.stall.as_secs().saturating_sub(5).max(1));
+        let path = routes::metadata_wait(after, hold);
         match state.upstream.get_json::<MetadataVersion>(&path).await {
             Ok(seen) => {
                 if failures > 0 {

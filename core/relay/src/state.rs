@@ -43,6 +43,10 @@ pub struct RelayState {
     status: Mutex<RelayStatus>,
     /// WAN traffic of earlier runs, from the status file.
     wan_before: Traffic,
+    /// LAN bytes served by earlier runs, from the status file.
+    lan_before: u64,
+    /// LAN bytes served by this run.
+    lan_served: std::sync::atomic::AtomicU64,
     /// One status write at a time, each writing the newest status.
     writing: tokio::sync::Mutex<()>,
 }
@@ -112,13 +116,15 @@ impl RelayState {
             &creds.ca_pem,
             Some((&creds.cert_pem, &creds.key_pem)),
         )?
-        .with_link(link.clone());
+        .with_link(link.clone())
+        .with_pace(config.sync.pace());
         let mut status = RelayStatus::load(&layout.status())?;
         status.id = creds.info.id.clone();
         status.site = creds.info.site.clone();
         status.upstream = config.upstream.to_string();
         status.serving = snapshots.info();
         let wan_before = status.wan;
+        let lan_before = status.lan_served;
         Ok(RelayState {
             layout,
             config,
@@ -136,8 +142,16 @@ impl RelayState {
             revoked: RwLock::new(revoked),
             status: Mutex::new(status),
             wan_before,
+            lan_before,
+            lan_served: std::sync::atomic::AtomicU64::new(0),
             writing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Counts bytes served to the LAN.
+    pub(crate) fn count_lan(&self, n: u64) {
+        self.lan_served
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Notes that a version was asked for (kept in memory, written at the
@@ -191,6 +205,8 @@ impl RelayState {
             received: self.wan_before.received + self.link.received(),
             sent: self.wan_before.sent + self.link.sent(),
         };
+        status.lan_served =
+            self.lan_before + self.lan_served.load(std::sync::atomic::Ordering::Relaxed);
         status
     }
 

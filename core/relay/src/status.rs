@@ -37,6 +37,10 @@ pub struct RelayStatus {
     /// Bytes over the upstream (WAN) link since the data directory was
     /// created: everything the relay sent and received there.
     pub wan: Traffic,
+    /// Body bytes served to the office's agents since the data directory
+    /// was created (against `wan`: the bandwidth saved).
+    #[serde(default)]
+    pub lan_served: u64,
     /// Agents' reports waiting in the outbox and forwarded upstream.
     #[serde(default)]
     pub outbox: Outbox,
