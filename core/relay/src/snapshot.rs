@@ -52,6 +52,24 @@ impl Snapshots {
     pub fn open(layout: &RelayLayout) -> Result<Snapshots, RelayError> {
         for dir in [layout.roots(), layout.snapshots()] {
             std::fs::create_dir_all(&dir).map_err(|e| RelayError::io(&dir, e))?;
+            ferry_store::durable::remove_leftovers(&dir).map_err(|e| RelayError::io(&dir, e))?;
+        }
+        // Snapshots and symlinks a crash left half made (the caller holds
+        // the run lock).
+        for dir in [layout.snapshots(), layout.current().with_file_name("")] {
+            let entries = std::fs::read_dir(&dir).map_err(|e| RelayError::io(&dir, e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                let removed = if name.starts_with(".current-") {
+                    std::fs::remove_file(&path)
+                } else if name.starts_with('.') && dir == layout.snapshots() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    continue;
+                };
+                removed.map_err(|e| RelayError::io(&path, e))?;
+            }
         }
         let current = match std::fs::read_link(layout.current()) {
             Ok(target) => {

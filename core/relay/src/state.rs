@@ -93,6 +93,9 @@ impl RelayState {
             )));
         }
         let config = RelayConfig::load(&layout.config())?;
+        // The status file's interrupted writes (the caller holds the run
+        // lock).
+        ferry_store::durable::remove_leftovers(data).map_err(|e| RelayError::io(data, e))?;
         let creds = ClientCredentials::load(data)?;
         if creds.info.role != "relay" {
             return Err(RelayError::DataDir(format!(

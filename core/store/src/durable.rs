@@ -37,6 +37,28 @@ pub fn create_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(parent(path)?)
 }
 
+/// Removes the temporary files that writes in `dir` interrupted by a crash
+/// left (`.ferry-*`); returns how many. Only for a directory the caller
+/// has to itself (under its lock), or it may remove a write in progress.
+pub fn remove_leftovers(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(".ferry-")
+            && entry.file_type()?.is_file()
+        {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Fsyncs a directory so that renames and creations in it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

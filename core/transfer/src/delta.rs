@@ -70,12 +70,15 @@ pub(crate) async fn fetch_by_delta(
     let url = client.url(&routes::delta(&to, &base))?;
     let delta = match client.get_bytes(&url, missing).await {
         Ok(delta) => delta,
-        // Too large (the chunks win), or a source without deltas, or one
-        // that lacks the base: take the chunks.
-        Err(e) => {
+        // Larger than the missing chunks, or refused (a source without
+        // deltas, or one that lacks the base): take the chunks.
+        Err(e @ (ferry_net::NetError::TooLarge { .. } | ferry_net::NetError::Status { .. })) => {
             tracing::debug!(file = %file.path.as_str(), "no delta: {e}");
             return Ok(None);
         }
+        // A source that stalls or drops the connection is down for the
+        // chunks too: the caller moves on instead of waiting again.
+        Err(e) => return Err(e.into()),
     };
     let (local, file) = (local.clone(), file.clone());
     let size = delta.len() as u64;

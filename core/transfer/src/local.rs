@@ -83,6 +83,10 @@ impl LocalContent {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| TransferError::io(&d, e))?;
         }
+        // Writes a crash interrupted; only under the lock.
+        let manifests = dir.join("manifests");
+        ferry_store::durable::remove_leftovers(&manifests)
+            .map_err(|e| TransferError::io(&manifests, e))?;
         // Opening the store clears its temporary files: only under the lock.
         let store = ContentStore::open(&dir.join("store")).map_err(store_err)?;
         Ok(LocalContent {
@@ -281,10 +285,11 @@ impl LocalContent {
 }
 
 /// Bytes of records collected before they are handed to the spool's
-/// writer task.
-const SPOOL_BUFFER: usize = 1 << 20;
+/// writer task. Small: what a killed process held here is fetched again
+/// (what the writer wrote is in the page cache and survives the process).
+const SPOOL_BUFFER: usize = 64 << 10;
 /// Buffers queued for the writer task before the fetch waits for it.
-const SPOOL_QUEUE: usize = 4;
+const SPOOL_QUEUE: usize = 2;
 
 /// Appends verified chunks to a spool file, as records (digest, length,
 /// bytes) that a later fetch can check again and reuse. Records are
