@@ -175,7 +175,9 @@ fn schedule(now: u64, last: Option<LastSync>, urgent: bool) -> ScheduleRequest {
         now,
         utc_offset_minutes: 0,
         last_sync: last,
-        backlog_bytes: 1 << 30,
+        // Nothing new upstream: the cadence alone decides (new content
+        // after a successful sync is synced at once, tested below).
+        backlog_bytes: 0,
         urgent,
     }
 }
@@ -203,6 +205,16 @@ fn interval_schedule_spreads_syncs_and_retries_failures_sooner() {
         .unwrap()
         .value;
     assert_eq!(first.next_sync, now);
+    let mut new_content = schedule(
+        now,
+        last(now - 600, now - 540, SyncOutcome::Succeeded),
+        false,
+    );
+    new_content.backlog_bytes = 1 << 30;
+    assert_eq!(
+        registry.schedule(&new_content).unwrap().value.next_sync,
+        now
+    );
 
     // Succeeded 10 minutes ago: next in 60 minutes +- 10% from its start.
     let started = now - 600;
