@@ -15,6 +15,7 @@ mod plugin_installers;
 mod plugin_sandbox;
 mod publish_fetch;
 mod relay;
+mod relay_faults;
 mod revocations;
 mod server_limits;
 mod tuf_interop;

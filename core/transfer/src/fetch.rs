@@ -77,11 +77,13 @@ pub async fn fetch_manifest(
                         report.delta_base = Some(btarget.clone());
                         received = Some((delta, bbytes.as_slice()));
                     }
-                    // The source lacks the base (or could not make the
-                    // delta in time): take the whole manifest.
+                    // The source lacks the base, or answered that it
+                    // could not make the delta: take the whole manifest.
+                    // A source that stalls or drops the connection is not
+                    // asked again.
                     Err(e)
                         if e.code() == Some(ErrorCode::UnknownBase.as_str())
-                            || e.is_source_fault() => {}
+                            || matches!(e, ferry_net::NetError::Status { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
