@@ -148,3 +148,20 @@ fn only_relays_get_certificates_that_serve_tls() {
         .1
         .failure("cannot name a server");
 }
+
+#[test]
+fn a_token_pins_the_root_the_client_will_trust() {
+    let mut hub = Hub::start();
+    let token = hub.token("agent", Some("berlin"), None);
+    assert!(token.starts_with("ferry2."), "{token}");
+    // The root changes after the token was made (as a relay substituting
+    // one would make it): the client refuses the answer and keeps nothing.
+    hub.offline(&["hub", "rotate-key", "--role", "root"])
+        .success();
+    let agent = client(&hub, "agent");
+    agent.enroll(&hub.url(), &token).failure("another TUF root");
+    assert!(!agent.data.join("client.toml").exists());
+    // A token made now pins the new root.
+    let token = hub.token("agent", Some("berlin"), None);
+    agent.enroll(&hub.url(), &token).success();
+}

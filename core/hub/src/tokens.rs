@@ -61,7 +61,8 @@ pub fn create_token(
         )));
     }
     let ca = CertificateAuthority::load(&layout.tls())?;
-    let token = EnrollmentToken::generate(ca.fingerprint()?);
+    let root = ferry_trust::latest_root_bytes(&layout.tuf())?;
+    let token = EnrollmentToken::generate(ca.fingerprint()?, ferry_content::Digest::of(&root).0);
     let now = chrono::Utc::now().timestamp();
     let expires_at = now.saturating_add(lifetime.as_secs().min(i64::MAX as u64) as i64);
     let catalog = SqliteCatalog::open(&layout.catalog())?;

@@ -2,6 +2,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::Digest as _;
 use url::Url;
 
 use crate::api::{EnrollRequest, EnrollResponse};
@@ -47,6 +48,18 @@ pub async fn enroll(
     if answer.ca_pem.trim() != ca_pem.trim() {
         return Err(NetError::Credentials(
             "the hub answered with a different CA than it presented; refusing to enroll".into(),
+        ));
+    }
+    // The root to trust from now on must be the one the token pins: a relay
+    // passing the enrollment on cannot substitute its own.
+    if let Some(pin) = token.root_sha256
+        && <[u8; 32]>::from(sha2::Sha256::digest(answer.tuf_root.as_bytes())) != pin
+    {
+        return Err(NetError::Credentials(
+            "the answer carries another TUF root than the hub had when the token was made \
+             (the hub rotated its root since, or something on the way replaced it); \
+             refusing to enroll; create a new token"
+                .into(),
         ));
     }
     let creds = ClientCredentials {

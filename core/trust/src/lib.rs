@@ -18,5 +18,7 @@ mod signing;
 pub use client::{TargetInfo, TrustedRepository};
 pub use error::TrustError;
 pub use keys::RoleKeys;
-pub use signing::{Lifetimes, MetadataState, RefreshNeeds, SigningRepository, TargetEntry};
+pub use signing::{
+    Lifetimes, MetadataState, RefreshNeeds, SigningRepository, TargetEntry, latest_root_bytes,
+};
 pub use tough::{Transport, TransportError, TransportErrorKind, TransportStream};

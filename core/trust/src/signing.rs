@@ -556,6 +556,14 @@ fn role_type(role: &str) -> Result<RoleType, TrustError> {
 }
 
 /// Path and version of the newest `N.root.json` in `metadata`.
+/// The newest root metadata of the signing repository in `dir` (as
+/// [`SigningRepository::root_bytes`] gives it), without opening the
+/// repository: what a token pins.
+pub fn latest_root_bytes(dir: &Path) -> Result<Vec<u8>, TrustError> {
+    let (path, _) = latest_root_in(&dir.join("metadata"))?;
+    std::fs::read(&path).map_err(|e| TrustError::io(&path, e))
+}
+
 fn latest_root_in(metadata: &Path) -> Result<(PathBuf, u64), TrustError> {
     let entries = std::fs::read_dir(metadata).map_err(|e| TrustError::io(metadata, e))?;
 
