@@ -724,3 +724,41 @@ fn the_hub_shares_its_relay_egress_cap_fairly_and_every_relay_finishes() {
         rate / 1e6
     );
 }
+
+#[test]
+fn a_client_revoked_on_the_hub_is_refused_by_the_relay_without_new_metadata() {
+    // Metadata lives a day, so the hub signs no new metadata during the
+    // test: the revocation list reaches the relay on its own (the hub signs
+    // it within a minute, the long-poll tells the relay).
+    let hub = Hub::start();
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.run();
+    status_when(&relay, |s| s["serving"].is_object());
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+    agent.run(&["packages", "--json"]).success();
+    let served = relay.status()["serving"]["timestamp_version"].clone();
+
+    let id = ferry_net::ClientCredentials::load(&agent.data)
+        .unwrap()
+        .info
+        .id;
+    hub.admin(&["hub", "revoke", &id]).success();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let run = agent.run(&["packages", "--json"]);
+        if !run.ok() {
+            run.failure("revoked");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay still serves a revoked agent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(
+        relay.status()["serving"]["timestamp_version"],
+        served,
+        "new metadata was served"
+    );
+}

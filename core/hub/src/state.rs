@@ -80,7 +80,8 @@ impl HubState {
         })
     }
 
-    /// The served metadata's version, changing when the hub signs anew.
+    /// A version that grows whenever the hub signs new metadata or a new
+    /// revocation list (at least the metadata version).
     pub fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64> {
         self.metadata_version.subscribe()
     }
@@ -117,7 +118,7 @@ impl HubState {
         let version = version?;
         let names = targets.into_iter().map(|t| t.name).collect();
         *self.signed.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(names);
-        self.metadata_version.send_replace(version);
+        self.metadata_changed(version);
         Ok(version)
     }
 
@@ -208,7 +209,16 @@ impl HubState {
                 .map_err(|e| HubError::io(&path, e))
         })
         .await??;
+        // Relays learn of the new list through the long-poll too.
+        self.metadata_changed(0);
         Ok(Some(version))
+    }
+
+    /// Moves the long-poll's version on: past the new metadata version, or
+    /// by one for a new revocation list (it grows with every change).
+    fn metadata_changed(&self, version: u64) {
+        self.metadata_version
+            .send_modify(|v| *v = (*v + 1).max(version));
     }
 
     /// Warnings an operator must act on: root metadata past half of its

@@ -252,10 +252,12 @@ impl ErrorCode {
     }
 }
 
-/// The version of the metadata a server serves (its timestamp's).
+/// What `GET /v1/metadata/wait` answers: a version that grows whenever the
+/// server serves new metadata or a new revocation list (at least its
+/// timestamp metadata version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataVersion {
-    /// Timestamp metadata version.
+    /// The version.
     pub version: u64,
 }
 

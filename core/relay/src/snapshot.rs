@@ -110,9 +110,25 @@ impl Snapshots {
         self.read(|c| c.info.clone())
     }
 
-    /// The served timestamp version, changing at each switch.
+    /// A version that grows at each switch and each new revocation list
+    /// (at least the served timestamp version).
     pub fn version(&self) -> tokio::sync::watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    fn changed(&self, version: u64) {
+        self.version.send_modify(|v| *v = (*v + 1).max(version));
+    }
+
+    /// Puts a newer revocation list in the served snapshot (whose metadata
+    /// did not change). Blocks (a file).
+    pub fn replace_revocations(&self, bytes: &[u8]) -> Result<(), RelayError> {
+        let dir = self
+            .read(|c| c.dir.clone())
+            .ok_or_else(|| RelayError::DataDir("nothing is served yet".into()))?;
+        write(&dir.join(crate::sync::REVOCATIONS_FILE), bytes)?;
+        self.changed(0);
+        Ok(())
     }
 
     /// The targets served now.
@@ -194,7 +210,7 @@ impl Snapshots {
             });
             previous
         };
-        self.version.send_replace(info.timestamp_version);
+        self.changed(info.timestamp_version);
         self.remove_old(&name, previous.as_deref());
         Ok(info)
     }

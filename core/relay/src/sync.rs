@@ -140,15 +140,6 @@ async fn sync_inner(
         ferry_transfer::load_repository_recorded(&state.creds, upstream).await?;
     keep_roots(state, &mut files).await?;
     let (timestamp_version, expires) = timestamp_facts(&files, state)?;
-    if mode == Mode::MetadataOnly
-        && state
-            .snapshots
-            .info()
-            .is_some_and(|i| i.timestamp_version == timestamp_version)
-    {
-        // Nothing new (a notice about what is served already).
-        return Ok(Done::Backlog(0));
-    }
     complete_files(state, &mut files, &repo)?;
     let seen = UpstreamSeen {
         timestamp_version,
@@ -159,6 +150,24 @@ async fn sync_inner(
         .update_status(move |status| status.upstream_seen = Some(seen))
         .await;
     let revoked = revocations(state, &repo, &mut files).await?;
+    if mode == Mode::MetadataOnly
+        && state
+            .snapshots
+            .info()
+            .is_some_and(|i| i.timestamp_version == timestamp_version)
+    {
+        // The metadata served is the newest; a newer revocation list comes
+        // into force at once.
+        if let (Some(revoked), Some(bytes)) = (revoked, files.remove(REVOCATIONS_FILE))
+            && revoked.version > state.revocations_version()
+        {
+            let keep = state.clone();
+            blocking(move || keep.snapshots.replace_revocations(&bytes)).await?;
+            tracing::info!(version = revoked.version, "new revocation list in force");
+            state.set_revoked(revoked);
+        }
+        return Ok(Done::Backlog(0));
+    }
 
     // What to keep: every signed target the rules select, except what the
     // quota evicted, and every pinned one.

@@ -55,8 +55,9 @@ pub trait ContentSource: Send + Sync + 'static {
     fn pull(&self, _target: &str) -> Option<Pull> {
         None
     }
-    /// The version of the served timestamp metadata, changing as soon as
-    /// new metadata is served (long-polls wait on it). Must not block.
+    /// A version that grows as soon as new metadata or a new revocation
+    /// list is served (long-polls wait on it); at least the served
+    /// timestamp version. Must not block.
     fn metadata_version(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Served versions, optionally of one package, newest first per package.
     fn versions(&self, name: Option<&PackageName>) -> Result<Vec<VersionInfo>, ApiError>;
