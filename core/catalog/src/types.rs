@@ -50,6 +50,26 @@ pub struct NewObject {
     pub chunks: Vec<(Digest, u64, u32)>,
 }
 
+impl NewObject {
+    /// The object `id` made of `chunks` in order, with each chunk's offset.
+    pub fn new(id: Digest, chunks: &[ferry_content::ChunkRef]) -> NewObject {
+        let mut offset = 0u64;
+        let chunks = chunks
+            .iter()
+            .map(|c| {
+                let entry = (c.digest, offset, c.len);
+                offset += c.len as u64;
+                entry
+            })
+            .collect();
+        NewObject {
+            id,
+            size: offset,
+            chunks,
+        }
+    }
+}
+
 /// A version about to be published.
 #[derive(Debug, Clone)]
 pub struct NewVersion {

@@ -47,21 +47,37 @@ pub fn encode_file_delta(base: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>,
 /// refusing output past `limit` bytes (the signed size) rather than
 /// buffering it, with the decoder's window bounded by that size.
 pub fn decode_file_delta(base: &[u8], delta: &[u8], limit: u64) -> Result<Vec<u8>, ContentError> {
-    let limit = limit.min(MAX_DELTA_FILE);
-    let corrupt =
-        |e: std::io::Error| ContentError::InvalidDelta(format!("the file delta is corrupt: {e}"));
-    let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(delta, base).map_err(corrupt)?;
+    decode_bounded(
+        base,
+        delta,
+        limit.min(MAX_DELTA_FILE),
+        "decoded file delta",
+        |e| ContentError::InvalidDelta(format!("the file delta is corrupt: {e}")),
+    )
+}
+
+/// Decodes a zstd frame made against `base`, refusing output past `limit`
+/// bytes, with the decoder's window bounded by what that output can need.
+pub(crate) fn decode_bounded(
+    base: &[u8],
+    delta: &[u8],
+    limit: u64,
+    what: &str,
+    corrupt: impl Fn(std::io::Error) -> ContentError,
+) -> Result<Vec<u8>, ContentError> {
+    let mut decoder =
+        zstd::stream::read::Decoder::with_ref_prefix(delta, base).map_err(&corrupt)?;
     decoder
         .window_log_max(window_log(base.len() as u64 + limit))
-        .map_err(corrupt)?;
+        .map_err(&corrupt)?;
     let mut out = Vec::new();
     decoder
         .take(limit + 1)
         .read_to_end(&mut out)
-        .map_err(corrupt)?;
+        .map_err(&corrupt)?;
     if out.len() as u64 > limit {
         return Err(ContentError::TooLarge {
-            what: "decoded file delta".into(),
+            what: what.into(),
             limit,
         });
     }

@@ -8,7 +8,7 @@
 //! code is plain zstd compression, which takes a manifest's base64 chunk
 //! lists back to about their binary size.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use crate::{ContentError, MAX_MANIFEST_BYTES};
 
@@ -54,26 +54,13 @@ pub fn decode_manifest_delta(
     delta: &[u8],
     limit: u64,
 ) -> Result<Vec<u8>, ContentError> {
-    let limit = limit.min(MAX_MANIFEST_BYTES);
-    let corrupt = |e: std::io::Error| {
-        ContentError::InvalidManifest(format!("manifest delta is corrupt: {e}"))
-    };
-    let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(delta, base).map_err(corrupt)?;
-    decoder
-        .window_log_max(window_log(base.len() + limit as usize))
-        .map_err(corrupt)?;
-    let mut out = Vec::new();
-    decoder
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(corrupt)?;
-    if out.len() as u64 > limit {
-        return Err(ContentError::TooLarge {
-            what: "decoded manifest delta".into(),
-            limit,
-        });
-    }
-    Ok(out)
+    crate::file_delta::decode_bounded(
+        base,
+        delta,
+        limit.min(MAX_MANIFEST_BYTES),
+        "decoded manifest delta",
+        |e| ContentError::InvalidManifest(format!("manifest delta is corrupt: {e}")),
+    )
 }
 
 #[cfg(test)]

@@ -92,17 +92,9 @@ pub(crate) async fn publish(
                     }),
                 }
             })?;
-            let mut offset = 0u64;
-            let chunks = file
-                .chunks
-                .iter()
-                .map(|c| {
-                    let entry = (c.digest, offset, c.len);
-                    offset += c.len as u64;
-                    entry
-                })
-                .collect();
-            objects.push(NewObject { id, size, chunks });
+            let object = NewObject::new(id, &file.chunks);
+            debug_assert_eq!(object.size, size);
+            objects.push(object);
         }
         Ok(objects)
     })

@@ -68,11 +68,17 @@ async fn pull_target(state: &Arc<RelayState>, target: &str) -> Result<(), RelayE
         .ok_or_else(|| RelayError::DataDir(format!("{target:?} does not name a version")))?;
     // Only versions the metadata agents were served signs: an agent asks
     // for nothing else, and anything else is not this relay's to fetch.
-    let signed = state
-        .snapshots
-        .served_file(&format!("{}.targets.json", served_targets_version(state)))
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .is_some_and(|doc| doc["signed"]["targets"].get(target).is_some());
+    let signed = {
+        let (state, target) = (state.clone(), target.to_owned());
+        blocking(move || {
+            Ok(state
+                .snapshots
+                .served_file(&format!("{}.targets.json", served_targets_version(&state)))
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .is_some_and(|doc| doc["signed"]["targets"].get(&target).is_some()))
+        })
+        .await?
+    };
     if !signed {
         return Err(RelayError::DataDir(format!(
             "{target} is not signed in the metadata this relay serves"

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_catalog::{ChunkIndex, ReportStore, VersionCatalog, VersionRecord};
+use ferry_catalog::{ChunkIndex, ReportStore, VersionCatalog};
 use ferry_content::{Digest, PackageName};
 use ferry_net::api::VersionInfo;
 use ferry_serve::{ApiError, Authorizer, ChunkPlace, ClientIdentity, ContentSource, Lookup};
@@ -95,23 +95,8 @@ impl ContentSource for RelaySource {
             .list_versions(name)?
             .into_iter()
             .filter(|v| served.contains(&v.target))
-            .map(info)
+            .map(ferry_serve::version_info)
             .collect())
-    }
-}
-
-fn info(v: VersionRecord) -> VersionInfo {
-    VersionInfo {
-        name: v.name,
-        version: v.version.to_string(),
-        target: v.target,
-        total_size: v.total_size,
-        files: v.file_count,
-        published_at: chrono::DateTime::from_timestamp(v.published_at, 0)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default(),
-        published_by: v.published_by,
-        manifest_sha256: v.manifest_sha256.to_string(),
     }
 }
 

@@ -538,21 +538,7 @@ async fn commit(
         if !seen.insert(id) {
             continue;
         }
-        let mut offset = 0u64;
-        let chunks = file
-            .chunks
-            .iter()
-            .map(|c| {
-                let entry = (c.digest, offset, c.len);
-                offset += c.len as u64;
-                entry
-            })
-            .collect();
-        objects.push(NewObject {
-            id,
-            size: file.size,
-            chunks,
-        });
+        objects.push(NewObject::new(id, &file.chunks));
     }
     let version = NewVersion {
         name: manifest.name.to_string(),

@@ -30,7 +30,7 @@ use ferry_net::api::routes;
 pub use auth::{Authentication, Authorizer, Caller, ClientIdentity, Lookup};
 pub use background::background;
 pub use error::ApiError;
-pub use source::{ChunkPlace, ContentSource, Pull};
+pub use source::{ChunkPlace, ContentSource, Pull, version_info};
 
 /// Time a read route has to start its answer.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

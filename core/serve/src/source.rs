@@ -5,6 +5,22 @@ use ferry_net::api::VersionInfo;
 
 use crate::ApiError;
 
+/// A catalog's version as the listing shows it.
+pub fn version_info(v: ferry_catalog::VersionRecord) -> VersionInfo {
+    VersionInfo {
+        name: v.name,
+        version: v.version.to_string(),
+        target: v.target,
+        total_size: v.total_size,
+        files: v.file_count,
+        published_at: chrono::DateTime::from_timestamp(v.published_at, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        published_by: v.published_by,
+        manifest_sha256: v.manifest_sha256.to_string(),
+    }
+}
+
 /// Where one chunk lies: a file on this server's disk and a byte range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkPlace {
