@@ -228,11 +228,12 @@ fn a_trickling_link_fails_the_sync_as_too_slow_and_the_last_snapshot_stays_serve
     let took = sync_over_a_trickle(&[("blob.bin", MIB)], |app| {
         std::fs::write(app.join("extra.bin"), random_bytes(128 << 10, 0x7122)).expect("write");
     });
-    assert!(took < Duration::from_secs(75), "the sync took {took:?}");
+    // One 30 s window for the whole sync, not one per request.
+    assert!(took < Duration::from_secs(50), "the sync took {took:?}");
 }
 
 #[test]
-fn a_trickling_link_fails_a_sync_of_changed_files_within_about_a_minute() {
+fn a_trickling_link_fails_a_sync_of_changed_files_within_one_window() {
     // Changed files the relay holds an older version of: fetched as
     // byte-level deltas where the source has them. A trickling source
     // must still be dropped after one stall window, not one per file.
@@ -240,7 +241,7 @@ fn a_trickling_link_fails_a_sync_of_changed_files_within_about_a_minute() {
         overwrite(&app.join("a.bin"), 128 << 10, 128 << 10, 0x7123);
         overwrite(&app.join("b.bin"), 128 << 10, 128 << 10, 0x7124);
     });
-    assert!(took < Duration::from_secs(75), "the sync took {took:?}");
+    assert!(took < Duration::from_secs(50), "the sync took {took:?}");
 }
 
 /// Copies the regular files directly in `from` to the new directory `to`.

@@ -312,10 +312,13 @@ fn url_encode(text: &str) -> String {
 pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let (name, req) = split_spec(&args.package)?;
     let (creds, hub) = connect(&args.data)?;
+    // One fetch is judged as a whole: a source trickling answers to its
+    // many small requests is dropped after one window.
     let source = match &args.mirror {
         Some(url) => hub.with_base(url.clone()),
         None => hub,
-    };
+    }
+    .sharing_pace();
     let content_dir = creds.cache_dir().join("content");
     let local = ferry_transfer::LocalContent::open(&content_dir, || {
         eprintln!(

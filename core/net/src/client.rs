@@ -4,39 +4,13 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 use url::Url;
 
 use std::sync::Arc;
 
 use crate::api::ErrorBody;
-use crate::{ClientCredentials, Link, NetError, client_config};
-
-/// How slow a source may be before it counts as down. An untrusted source
-/// must not hold a client by dripping bytes: the response headers must come
-/// within `grace`, every `grace`-long window of the body must average
-/// `min_rate` bytes per second, and no wait for the next piece may last
-/// longer than `stall`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pace {
-    /// Time allowed before the average rate counts (connection, headers,
-    /// the first bytes).
-    pub grace: Duration,
-    /// Lowest average rate accepted after `grace`, in bytes per second.
-    pub min_rate: u64,
-    /// Longest wait for any single piece.
-    pub stall: Duration,
-}
-
-impl Default for Pace {
-    fn default() -> Self {
-        Pace {
-            grace: Duration::from_secs(30),
-            min_rate: 1024,
-            stall: Duration::from_secs(30),
-        }
-    }
-}
+use crate::pace::{PaceWindow, headers_too_slow, paced, waiting_for_headers};
+use crate::{ClientCredentials, Link, NetError, Pace, client_config};
 
 /// A response body read at a client's [`Pace`].
 pub type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, NetError>> + Send + Sync>>;
@@ -52,6 +26,8 @@ pub struct HubClient {
     base: Url,
     pace: Pace,
     link: Option<Arc<Link>>,
+    /// A rate window shared by every request of this client, if any.
+    window: Option<Arc<PaceWindow>>,
 }
 
 /// A streaming response.
@@ -85,6 +61,7 @@ impl HubClient {
             base: with_slash(base),
             pace: Pace::default(),
             link: None,
+            window: None,
         })
     }
 
@@ -105,6 +82,16 @@ impl HubClient {
     /// The same client with another [`Pace`].
     pub fn with_pace(mut self, pace: Pace) -> Self {
         self.pace = pace;
+        self
+    }
+
+    /// The same client judging all its requests (and its clones') in one
+    /// rate window from now on, instead of each in its own: a source that
+    /// answers many small requests slowly is dropped after one window of
+    /// the [`Pace`], not one per request. Time between requests does not
+    /// count. Meant for one job of many requests, such as a sync.
+    pub fn sharing_pace(mut self) -> Self {
+        self.window = Some(Arc::default());
         self
     }
 
@@ -134,6 +121,7 @@ impl HubClient {
             base: with_slash(base),
             pace: self.pace,
             link: self.link.clone(),
+            window: self.window.clone(),
         }
     }
 
@@ -154,7 +142,21 @@ impl HubClient {
         request: reqwest::RequestBuilder,
         deadline: Duration,
     ) -> Result<reqwest::Response, NetError> {
-        let response = match tokio::time::timeout(deadline, request.send()).await {
+        // In a shared window, waiting for headers counts against the
+        // source too, and may end when the window does.
+        let (_reading, left) = match &self.window {
+            Some(window) => {
+                let (reading, left) = waiting_for_headers(window, self.pace);
+                (Some(reading), left)
+            }
+            None => (None, None),
+        };
+        let wait = left.map_or(deadline, |l| l.min(deadline));
+        let response = match tokio::time::timeout(wait, request.send()).await {
+            Err(_) if wait < deadline => {
+                let window = self.window.as_ref().expect("a shared window");
+                return Err(headers_too_slow(window, self.pace, url));
+            }
             Err(_) => {
                 return Err(NetError::TooSlow {
                     url: url.to_string(),
@@ -205,6 +207,7 @@ impl HubClient {
             response.bytes_stream(),
             self.pace,
             self.link.clone(),
+            self.window.clone().unwrap_or_default(),
         ))
     }
 
@@ -392,71 +395,9 @@ pub async fn read_limited(
         response.bytes_stream(),
         Pace::default(),
         None,
+        Arc::default(),
     ));
     read_stream_limited(url, length, stream, limit).await
-}
-
-/// Wraps a body stream so it fails once the source falls below `pace`:
-/// every window of `grace` (the first one starting with the request) must
-/// bring `min_rate × grace` bytes, and no piece may take longer than
-/// `stall`. Windows do not carry credit over, so a fast start does not buy
-/// a long drip later. With a `link`, each piece waits for its budget, and
-/// that wait does not count against the source.
-fn paced(
-    url: Url,
-    stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + Sync + 'static,
-    pace: Pace,
-    link: Option<Arc<Link>>,
-) -> impl Stream<Item = Result<Bytes, NetError>> + Send + Sync + 'static {
-    let window = pace.grace.max(Duration::from_millis(1));
-    let needed = (pace.min_rate as f64 * window.as_secs_f64()) as u64;
-    let state = Some((Box::pin(stream), Instant::now(), 0u64));
-    futures_util::stream::unfold(state, move |state| {
-        let url = url.clone();
-        let link = link.clone();
-        async move {
-            let (mut stream, mut window_start, mut window_bytes) = state?;
-            let stall = Instant::now() + pace.stall;
-            // An unfinished window must be filled by its end.
-            let deadline = if window_bytes < needed {
-                stall.min(window_start + window)
-            } else {
-                stall
-            };
-            let too_slow = |got: u64| NetError::TooSlow {
-                url: url.to_string(),
-                detail: format!(
-                    "it sent {got} bytes in {window:?}, fewer than the {needed} required ({} bytes/s), or nothing for {:?}",
-                    pace.min_rate, pace.stall
-                ),
-            };
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => Some((Err(too_slow(window_bytes)), None)),
-                Ok(None) => None,
-                Ok(Some(Ok(piece))) => {
-                    if let Some(link) = &link {
-                        window_start += link.receive(piece.len() as u64).await;
-                    }
-                    window_bytes += piece.len() as u64;
-                    if window_start.elapsed() >= window {
-                        if window_bytes < needed {
-                            return Some((Err(too_slow(window_bytes)), None));
-                        }
-                        window_start = Instant::now();
-                        window_bytes = 0;
-                    }
-                    Some((Ok(piece), Some((stream, window_start, window_bytes))))
-                }
-                Ok(Some(Err(e))) => Some((
-                    Err(NetError::Request {
-                        url: url.to_string(),
-                        detail: describe_error(&e),
-                    }),
-                    None,
-                )),
-            }
-        }
-    })
 }
 
 async fn read_stream_limited(
@@ -491,108 +432,4 @@ fn with_slash(mut url: Url) -> Url {
         url.set_path(&path);
     }
     url
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A body that sends `first` bytes at once, then one byte every `gap`.
-    fn dripping(
-        first: usize,
-        gap: Duration,
-    ) -> impl Stream<Item = reqwest::Result<Bytes>> + Send + Sync {
-        let burst = futures_util::stream::iter([Ok(Bytes::from(vec![0u8; first]))]);
-        let drip = futures_util::stream::unfold((), move |()| async move {
-            tokio::time::sleep(gap).await;
-            Some((Ok(Bytes::from_static(b"x")), ()))
-        });
-        burst.chain(drip)
-    }
-
-    fn pace() -> Pace {
-        Pace {
-            grace: Duration::from_secs(3),
-            min_rate: 100,
-            stall: Duration::from_secs(2),
-        }
-    }
-
-    async fn drain(stream: impl Stream<Item = Result<Bytes, NetError>>) -> (u64, Option<NetError>) {
-        let mut got = 0;
-        let mut stream = std::pin::pin!(stream);
-        while let Some(piece) = stream.next().await {
-            match piece {
-                Ok(b) => got += b.len() as u64,
-                Err(e) => return (got, Some(e)),
-            }
-        }
-        (got, None)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_dripping_source_is_dropped_even_after_a_fast_start() {
-        let url: Url = "https://source.example/x".parse().unwrap();
-        let started = Instant::now();
-        // 1 MiB at once, then a byte a second: the first window is full, the
-        // second is not, so it fails within two windows.
-        let (got, err) = drain(paced(
-            url.clone(),
-            dripping(1 << 20, Duration::from_secs(1)),
-            pace(),
-            None,
-        ))
-        .await;
-        assert!(matches!(err, Some(NetError::TooSlow { .. })), "{err:?}");
-        assert!(got >= 1 << 20);
-        assert!(
-            started.elapsed() <= Duration::from_secs(7),
-            "{:?}",
-            started.elapsed()
-        );
-        // Silence longer than the stall limit.
-        let (_, err) = drain(paced(
-            url.clone(),
-            dripping(10, Duration::from_secs(60)),
-            pace(),
-            None,
-        ))
-        .await;
-        assert!(matches!(err, Some(NetError::TooSlow { .. })), "{err:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_steady_source_is_read_to_the_end() {
-        let url: Url = "https://source.example/x".parse().unwrap();
-        // 200 bytes every 500 ms for 20 s: 400 B/s, above the 100 required.
-        let steady = futures_util::stream::unfold(0, |n| async move {
-            if n == 40 {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            Some((Ok(Bytes::from(vec![1u8; 200])), n + 1))
-        });
-        let (got, err) = drain(paced(url, steady, pace(), None)).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(got, 8000);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waiting_for_the_link_budget_does_not_count_against_the_source() {
-        let url: Url = "https://source.example/x".parse().unwrap();
-        // A fast source behind a link capped far below the pace's minimum.
-        let fast = futures_util::stream::iter((0..10).map(|_| Ok(Bytes::from(vec![1u8; 20_000]))));
-        let link = Arc::new(Link::new(crate::Rate::BytesPerSecond(50)));
-        let started = Instant::now();
-        let (got, err) = drain(paced(url, fast, pace(), Some(link.clone()))).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(got, 200_000);
-        assert_eq!(link.received(), 200_000);
-        // The cap held: 200 kB less the first burst at 50 B/s.
-        assert!(
-            started.elapsed() >= Duration::from_secs(3_600),
-            "{:?}",
-            started.elapsed()
-        );
-    }
 }

@@ -10,11 +10,12 @@ mod enroll;
 mod error;
 mod identity;
 mod link;
+mod pace;
 mod server;
 mod tls;
 mod token;
 
-pub use client::{BodyStream, HubClient, Pace, Response, describe_error, read_limited};
+pub use client::{BodyStream, HubClient, Response, describe_error, read_limited};
 pub use credentials::{ClientCredentials, ClientInfo};
 pub use enroll::enroll;
 pub use error::NetError;
@@ -23,6 +24,7 @@ pub use identity::{
     certificate_identity, generate_client_key, pem_cert_der,
 };
 pub use link::{Link, Rate};
+pub use pace::Pace;
 pub use server::{Peer, ServerLimits, raise_fd_limit, serve, serve_with_limits};
 pub use tls::{client_config, fetch_ca_pinned, provider, server_config};
 pub use token::EnrollmentToken;

@@ -61,8 +61,9 @@ pub struct SyncConfig {
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// Slowest upstream accepted, in bytes per second averaged over each
-    /// `stall` window (time waiting for the WAN budget does not count);
-    /// a link that trickles below it is treated as down.
+    /// `stall` window of a sync's requests taken together (time waiting for
+    /// the WAN budget does not count); a link that trickles below it is
+    /// treated as down.
     #[serde(default = "default_min_rate")]
     pub min_rate: u64,
     /// Longest wait for an answer or for the next bytes of one.

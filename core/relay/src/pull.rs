@@ -84,8 +84,10 @@ async fn pull_target(state: &Arc<RelayState>, target: &str) -> Result<(), RelayE
             "{target} is not signed in the metadata this relay serves"
         )));
     }
-    let repo = ferry_transfer::load_repository(&state.creds, &state.upstream).await?;
-    let fetched = fetch_version(state, &repo, &name, &version, None).await?;
+    // One pull-through is judged as a whole, like a sync.
+    let upstream = state.upstream.clone().sharing_pace();
+    let repo = ferry_transfer::load_repository(&state.creds, &upstream).await?;
+    let fetched = fetch_version(state, &upstream, &repo, &name, &version, None).await?;
     tracing::info!(
         %target,
         chunk_bytes = fetched.objects.bytes_downloaded,

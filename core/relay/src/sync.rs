@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferry_catalog::{NewObject, NewVersion, VersionCatalog};
 use ferry_content::{Manifest, PackageName};
+use ferry_net::HubClient;
 use ferry_net::api::{VersionInfo, routes};
 use ferry_trust::TrustedRepository;
 
@@ -133,12 +134,14 @@ async fn sync_inner(
     // snapshot a request may still be using: their files can go.
     collect_garbage(state).await?;
 
-    let upstream = &state.upstream;
+    // The sync's requests are judged together: an upstream that trickles
+    // answers to many small requests fails it after one window.
+    let upstream = &state.upstream.clone().sharing_pace();
     // One sync or pull-through moves content at a time.
     let _fetching = state.fetching.lock().await;
     let (repo, mut files) =
         ferry_transfer::load_repository_recorded(&state.creds, upstream).await?;
-    keep_roots(state, &mut files).await?;
+    keep_roots(state, upstream, &mut files).await?;
     let (timestamp_version, expires) = timestamp_facts(&files, state)?;
     complete_files(state, &mut files, &repo)?;
     let seen = UpstreamSeen {
@@ -149,7 +152,7 @@ async fn sync_inner(
     state
         .update_status(move |status| status.upstream_seen = Some(seen))
         .await;
-    let revoked = revocations(state, &repo, &mut files).await?;
+    let revoked = revocations(state, upstream, &repo, &mut files).await?;
     if mode == Mode::MetadataOnly
         && state
             .snapshots
@@ -187,7 +190,7 @@ async fn sync_inner(
         })
         .collect();
 
-    let listing = listing(state).await;
+    let listing = listing(upstream).await;
     // Which kept versions are missing, or held with other content (the
     // same version withdrawn and published again: the signed one wins).
     let missing = {
@@ -225,7 +228,15 @@ async fn sync_inner(
             let (catalog, n, v) = (state.catalog.clone(), name.clone(), version.clone());
             blocking(move || Ok(catalog.delete_version(&n, &v)?)).await?;
         }
-        let fetched = fetch_version(state, &repo, name, version, listing.get(&target.name)).await?;
+        let fetched = fetch_version(
+            state,
+            upstream,
+            &repo,
+            name,
+            version,
+            listing.get(&target.name),
+        )
+        .await?;
         record.manifest_bytes += fetched.manifest.bytes_received;
         record.chunk_bytes += fetched.objects.bytes_downloaded;
         record.reused_bytes += fetched.objects.bytes_reused;
@@ -339,6 +350,7 @@ pub(crate) fn split_target(target: &str) -> Option<(PackageName, semver::Version
 /// up is kept (agents enrolled long ago start from old roots).
 async fn keep_roots(
     state: &Arc<RelayState>,
+    upstream: &HubClient,
     files: &mut BTreeMap<String, Vec<u8>>,
 ) -> Result<(), RelayError> {
     let mut roots: Vec<(String, Vec<u8>)> = files
@@ -369,10 +381,10 @@ async fn keep_roots(
     let kept: HashSet<u64> = kept.into_iter().collect();
     for version in (1..=newest).filter(|v| !kept.contains(v)) {
         let file = format!("{version}.root.json");
-        let url = state.upstream.url(&routes::tuf_metadata(&file))?;
+        let url = upstream.url(&routes::tuf_metadata(&file))?;
         // Served as received: every agent verifies the chain of roots
         // itself from the one it pinned.
-        let bytes = state.upstream.get_bytes(&url, MAX_ROOT_FILE).await?;
+        let bytes = upstream.get_bytes(&url, MAX_ROOT_FILE).await?;
         let state = state.clone();
         blocking(move || state.snapshots.keep_root(&file, &bytes)).await?;
     }
@@ -437,11 +449,12 @@ fn complete_files(
 /// the list to put in force with the new snapshot.
 async fn revocations(
     state: &Arc<RelayState>,
+    upstream: &HubClient,
     repo: &TrustedRepository,
     files: &mut BTreeMap<String, Vec<u8>>,
 ) -> Result<Option<Revoked>, RelayError> {
-    let url = state.upstream.url(routes::relative(routes::REVOCATIONS))?;
-    let bytes = match state.upstream.get_bytes(&url, MAX_REVOCATIONS).await {
+    let url = upstream.url(routes::relative(routes::REVOCATIONS))?;
+    let bytes = match upstream.get_bytes(&url, MAX_REVOCATIONS).await {
         Ok(bytes) => bytes.to_vec(),
         // A hub without a control key has no list; keep serving ours while
         // it is valid, so an upstream cannot withhold a newer list for
@@ -480,9 +493,8 @@ async fn revocations(
 
 /// The upstream's listing (who published what, when), for the relay's own
 /// listing; unsigned and only informative, so a failure costs nothing.
-async fn listing(state: &RelayState) -> HashMap<String, VersionInfo> {
-    match state
-        .upstream
+async fn listing(upstream: &HubClient) -> HashMap<String, VersionInfo> {
+    match upstream
         .get_json::<Vec<VersionInfo>>(&routes::packages(None, None))
         .await
     {
@@ -507,12 +519,12 @@ pub(crate) struct Fetched {
 /// attempt. The caller holds `state.fetching`.
 pub(crate) async fn fetch_version(
     state: &Arc<RelayState>,
+    upstream: &HubClient,
     repo: &TrustedRepository,
     name: &PackageName,
     version: &semver::Version,
     listed: Option<&VersionInfo>,
 ) -> Result<Fetched, RelayError> {
-    let upstream = &state.upstream;
     let (manifest, bytes, manifest_fetch) =
         ferry_transfer::fetch_manifest(repo, upstream, &state.local, name, version).await?;
     let objects = ferry_transfer::fetch_objects(upstream, &state.local, &manifest, |_| {}).await?;
