@@ -69,10 +69,12 @@ fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
         serde_json::json!(["app@1.1.0"]),
         "{second}"
     );
-    let moved = second["chunk_bytes"].as_u64().unwrap();
+    // As chunks, or as a byte-level delta of the file (an outline then
+    // stands for the manifest).
+    let moved = second["chunk_bytes"].as_u64().unwrap() + second["delta_bytes"].as_u64().unwrap();
     assert!(
         moved > 16 << 10 && moved < 40 << 10,
-        "a 16 KiB change moved {moved} chunk bytes: {second}"
+        "a 16 KiB change moved {moved} content bytes: {second}"
     );
     let wan = second["wan_bytes"].as_u64().unwrap();
     assert!(
@@ -90,7 +92,8 @@ fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
     let fetched = agent.fetch("app@=1.1.0", &v2, None).json();
     assert_eq!(snapshot(&v2), snapshot(&app));
     assert!(
-        fetched["bytes_downloaded"].as_u64().unwrap() < 40 << 10,
+        fetched["bytes_downloaded"].as_u64().unwrap() + fetched["bytes_delta"].as_u64().unwrap()
+            < 40 << 10,
         "{fetched}"
     );
 
@@ -640,7 +643,61 @@ fn a_shifted_file_crosses_the_wan_as_a_byte_level_delta_verified_against_the_man
     std::fs::write(dir.join("tool.bin"), &v2).unwrap();
     publisher.publish(&dir, "tool", "2.0.0").success();
 
+    // An outline that does not verify costs the whole manifest, nothing
+    // more: the file is still rebuilt from its delta and checked.
+    mirror.set(Tamper::FlipBit("outlines/".into()));
+    let record = relay.sync();
+    assert_eq!(record["files_by_delta"], 1, "{record}");
+    let whole = record["manifest_bytes"].as_u64().unwrap();
+    assert!(whole > 8 << 10, "{record}");
+
+    // Agents get the outline and the delta from the relay.
+    mirror.set(Tamper::None);
+    let out = hub.root.path().join("a2");
+    let fetched = agent.fetch("tool@=2.0.0", &out, None).json();
+    assert_eq!(std::fs::read(out.join("tool.bin")).unwrap(), v2);
+    assert_eq!(fetched["files_by_delta"], 1, "{fetched}");
+    assert_eq!(fetched["manifest_outline"], true, "{fetched}");
+    assert!(
+        fetched["bytes_delta"].as_u64().unwrap() < 64 << 10,
+        "{fetched}"
+    );
+    assert!(
+        fetched["manifest_bytes"].as_u64().unwrap() < 2 << 10,
+        "{fetched}"
+    );
+
+    // The next version crosses the WAN as an outline and a delta: the
+    // chunk records of the shifted file are made at the relay.
+    let mut v3 = Vec::new();
+    for piece in v2.chunks(6 << 10) {
+        v3.extend_from_slice(b"AGAIN");
+        v3.extend_from_slice(piece);
+    }
+    std::fs::write(dir.join("tool.bin"), &v3).unwrap();
+    publisher.publish(&dir, "tool", "3.0.0").success();
+    let record = relay.sync();
+    assert_eq!(record["files_by_delta"], 1, "{record}");
+    assert_eq!(record["chunk_bytes"], 0, "{record}");
+    let outline = record["manifest_bytes"].as_u64().unwrap();
+    assert!(
+        outline < 2 << 10 && outline * 16 < whole,
+        "outline {outline} bytes, the whole manifest {whole}: {record}"
+    );
+    let wan = record["wan_bytes"].as_u64().unwrap();
+    assert!(
+        wan < 96 << 10,
+        "a 4 MiB file with every chunk shifted cost {wan} WAN bytes: {record}"
+    );
+    let out = hub.root.path().join("a3");
+    agent.fetch("tool@=3.0.0", &out, None).success();
+    assert_eq!(std::fs::read(out.join("tool.bin")).unwrap(), v3);
+
     // A delta that does not rebuild the signed file is refused.
+    let v4: Vec<u8> = v3.iter().rev().copied().collect();
+    let v4 = [&v3[..1 << 20], &v4[..64 << 10], &v3[1 << 20..]].concat();
+    std::fs::write(dir.join("tool.bin"), &v4).unwrap();
+    publisher.publish(&dir, "tool", "4.0.0").success();
     mirror.set(Tamper::FlipBit("deltas/".into()));
     relay.cmd(&["sync"]).failure("sync did not finish");
     let reason = relay.status()["last_failure"]["reason"]
@@ -648,30 +705,15 @@ fn a_shifted_file_crosses_the_wan_as_a_byte_level_delta_verified_against_the_man
         .unwrap()
         .to_owned();
     assert!(reason.contains("delta"), "{reason}");
-    assert_eq!(listed(&agent), vec!["tool@1.0.0"]);
-
+    assert_eq!(
+        listed(&agent),
+        vec!["tool@3.0.0", "tool@2.0.0", "tool@1.0.0"]
+    );
     mirror.set(Tamper::None);
-    let record = relay.sync();
-    assert_eq!(record["files_by_delta"], 1, "{record}");
-    let wan = record["wan_bytes"].as_u64().unwrap();
-    assert!(
-        wan < 256 << 10,
-        "a 4 MiB file with every chunk shifted cost {wan} WAN bytes: {record}"
-    );
-    assert!(
-        record["chunk_bytes"].as_u64().unwrap() < 64 << 10,
-        "{record}"
-    );
-
-    // Agents get the delta from the relay the same way.
-    let out = hub.root.path().join("a2");
-    let fetched = agent.fetch("tool@=2.0.0", &out, None).json();
-    assert_eq!(std::fs::read(out.join("tool.bin")).unwrap(), v2);
-    assert_eq!(fetched["files_by_delta"], 1, "{fetched}");
-    assert!(
-        fetched["bytes_delta"].as_u64().unwrap() < 256 << 10,
-        "{fetched}"
-    );
+    assert_eq!(relay.sync()["files_by_delta"], 1);
+    let out = hub.root.path().join("a4");
+    agent.fetch("tool@=4.0.0", &out, None).success();
+    assert_eq!(std::fs::read(out.join("tool.bin")).unwrap(), v4);
 }
 
 #[test]

@@ -338,6 +338,7 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         ferry_transfer::fetch_objects(&source, &local, &manifest, |n| progress.inc(n)).await;
     progress.finish_and_clear();
     let mut report = report?;
+    report.count_outline(&manifest_fetch);
     report.files = ferry_transfer::materialize(&local, &manifest, &args.out).await?;
     if args.json {
         return output::json(&serde_json::json!({
@@ -353,6 +354,7 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             "files_by_delta": report.files_by_delta,
             "manifest_bytes": manifest_fetch.bytes_received,
             "manifest_delta_base": manifest_fetch.delta_base,
+            "manifest_outline": manifest_fetch.outline,
             "out": args.out,
             "metadata_version": repo.version(),
         }));
@@ -375,6 +377,18 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             .map(|b| format!(" (delta of {b})"))
             .unwrap_or_default()
     );
+    if report.files_by_delta > 0 {
+        println!(
+            "  {} file(s) rebuilt from {} of byte-level deltas{}",
+            report.files_by_delta,
+            HumanBytes(report.bytes_delta),
+            if manifest_fetch.outline {
+                " (chunk lists made here)"
+            } else {
+                ""
+            }
+        );
+    }
     if report.bytes_reused > 0 {
         println!(
             "  {} reused from content already on this machine",

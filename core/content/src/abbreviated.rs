@@ -71,14 +71,7 @@ impl Manifest {
         if !(1..=32).contains(&prefix_len) {
             return Err(invalid("its digest prefix length is outside 1-32"));
         }
-        let (len, rest) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| invalid("truncated"))?;
-        let json_len = u32::from_le_bytes(*len) as usize;
-        if json_len > rest.len() {
-            return Err(invalid("its header is longer than the whole"));
-        }
-        let (json, mut records) = rest.split_at(json_len);
+        let (json, mut records) = split_header(rest).map_err(invalid)?;
         let mut manifest: Manifest = serde_json::from_slice(json)
             .map_err(|e| ExpandError::Invalid(ContentError::ManifestSyntax(e)))?;
         manifest.chunking.validate().map_err(ExpandError::Invalid)?;
@@ -122,6 +115,17 @@ impl Manifest {
         manifest.validate(limits).map_err(ExpandError::Invalid)?;
         Ok(manifest)
     }
+}
+
+/// Splits a JSON header with its length in front (u32 little-endian) from
+/// what follows it.
+pub(crate) fn split_header(bytes: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
+    let (len, rest) = bytes.split_first_chunk::<4>().ok_or("truncated")?;
+    let json_len = u32::from_le_bytes(*len) as usize;
+    if json_len > rest.len() {
+        return Err("its header is longer than the whole");
+    }
+    Ok(rest.split_at(json_len))
 }
 
 /// Why an abbreviated manifest could not be expanded.

@@ -12,6 +12,7 @@ mod file_delta;
 mod manifest;
 mod manifest_delta;
 mod name;
+mod outline;
 mod pack;
 mod path;
 mod scan;
@@ -26,6 +27,7 @@ pub use manifest::{
 };
 pub use manifest_delta::{decode_manifest_delta, encode_manifest_delta};
 pub use name::PackageName;
+pub use outline::Outline;
 pub use pack::{PackRecord, pack_push, pack_record_header, pack_records};
 pub use path::RelPath;
 pub use scan::{ChunkSource, ScannedPackage, scan_directory};

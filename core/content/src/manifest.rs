@@ -136,6 +136,16 @@ impl Manifest {
 
     /// Checks every rule a manifest must follow.
     pub fn validate(&self, limits: ManifestLimits) -> Result<(), ContentError> {
+        self.check(limits, true)
+    }
+
+    /// Checks every rule but those on chunk lists (for an outline, whose
+    /// chunk lists are left out).
+    pub(crate) fn validate_entries(&self, limits: ManifestLimits) -> Result<(), ContentError> {
+        self.check(limits, false)
+    }
+
+    fn check(&self, limits: ManifestLimits, chunks: bool) -> Result<(), ContentError> {
         let invalid = |m: String| Err(ContentError::InvalidManifest(m));
         if self.format != MANIFEST_FORMAT {
             return invalid(format!(
@@ -226,6 +236,7 @@ impl Manifest {
                         });
                     }
                 }
+                None if !chunks => {}
                 None => {
                     let mut sum = 0u64;
                     for c in &f.chunks {

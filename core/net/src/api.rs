@@ -85,6 +85,10 @@ pub mod routes {
     /// snapshots) as a zstd frame, optionally as a delta of another
     /// manifest the client holds (`?base=SHA256.TARGET`).
     pub const MANIFEST: &str = "/v1/manifests/{file}";
+    /// `GET ?base=SHA256.TARGET`: a manifest's outline (its files without
+    /// chunk lists, see `ferry_content::Outline`) as a zstd delta of the
+    /// base manifest's outline.
+    pub const OUTLINE: &str = "/v1/outlines/{file}";
 
     /// `GET`: the hub-signed revocation list (see `ferry_trust::documents`).
     pub const REVOCATIONS: &str = "/v1/revocations";
@@ -169,6 +173,10 @@ pub mod routes {
             }
             None => format!("v1/manifests/{sha256}.{target}"),
         }
+    }
+    /// Relative URL of a manifest's outline as a delta of a base's.
+    pub fn outline(sha256: &str, target: &str, base: (&str, &str)) -> String {
+        format!("v1/outlines/{sha256}.{target}?base={}.{}", base.0, base.1)
     }
     /// Relative URL of a route without parameters (strips the leading `/`).
     pub fn relative(route: &str) -> &str {

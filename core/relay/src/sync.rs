@@ -527,7 +527,9 @@ pub(crate) async fn fetch_version(
 ) -> Result<Fetched, RelayError> {
     let (manifest, bytes, manifest_fetch) =
         ferry_transfer::fetch_manifest(repo, upstream, &state.local, name, version).await?;
-    let objects = ferry_transfer::fetch_objects(upstream, &state.local, &manifest, |_| {}).await?;
+    let mut objects =
+        ferry_transfer::fetch_objects(upstream, &state.local, &manifest, |_| {}).await?;
+    objects.count_outline(&manifest_fetch);
     commit(state, &manifest, bytes, listed).await?;
     Ok(Fetched {
         manifest: manifest_fetch,

@@ -323,8 +323,49 @@ pub(crate) async fn manifest(
         let compressed = blocking(move || Ok(entry.zstd())).await?;
         return Ok(immutable(compressed, "application/zstd"));
     };
-    if let Some(delta) = served.manifests.delta(&file, &base) {
-        return Ok(immutable(delta, "application/zstd"));
+    let delta = manifest_delta(served, file, entry, base, Form::Whole).await?;
+    Ok(immutable(delta, "application/zstd"))
+}
+
+/// `GET /v1/outlines/{sha256}.{target}?base=...`: the manifest's outline
+/// (files named by content id, without chunk lists) as a zstd delta of the
+/// base manifest's outline. A client that will rebuild the changed files
+/// from byte-level deltas chunks them itself, so the chunk records of a
+/// shifted file never cross the link.
+pub(crate) async fn outline(
+    State(served): State<Arc<Served>>,
+    _caller: Caller,
+    Path(file): Path<String>,
+    Query(query): Query<ManifestQuery>,
+) -> Result<Response, ApiError> {
+    let entry = manifest_entry(&served, &file, true).await?;
+    let base = query.base.ok_or_else(|| {
+        ApiError::bad_request("an outline is served as a delta: add ?base=SHA256.TARGET")
+    })?;
+    let delta = manifest_delta(served, file, entry, base, Form::Outline).await?;
+    Ok(immutable(delta, "application/zstd"))
+}
+
+/// What a manifest delta is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Form {
+    /// The manifest itself.
+    Whole,
+    /// Its outline.
+    Outline,
+}
+
+/// The manifest `file` (or its outline) as a zstd delta of `base`'s, from
+/// the cache or computed once.
+async fn manifest_delta(
+    served: Arc<Served>,
+    file: String,
+    entry: Arc<CachedManifest>,
+    base: String,
+    form: Form,
+) -> Result<bytes::Bytes, ApiError> {
+    if let Some(delta) = served.manifests.delta(&file, &base, form) {
+        return Ok(delta);
     }
     let base_entry = match manifest_entry(&served, &base, false).await {
         Ok(e) => e,
@@ -339,17 +380,30 @@ pub(crate) async fn manifest(
     // Computed apart from this request, so a client that gives up (or the
     // route's time limit) does not waste the work: the cache gets it.
     let cache = served.clone();
-    let delta = tokio::spawn(async move {
+    tokio::spawn(async move {
         let delta: bytes::Bytes = blocking(move || {
-            Ok(ferry_content::encode_manifest_delta(&base_entry.bytes, &entry.bytes).into())
+            let (base, new) = match form {
+                Form::Whole => (base_entry.bytes.to_vec(), entry.bytes.to_vec()),
+                Form::Outline => (outline_of(&base_entry)?, outline_of(&entry)?),
+            };
+            Ok(ferry_content::encode_manifest_delta(&base, &new).into())
         })
         .await?;
-        cache.manifests.insert_delta(&file, &base, delta.clone());
+        cache
+            .manifests
+            .insert_delta(&file, &base, form, delta.clone());
         Ok::<_, ApiError>(delta)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("delta task failed: {e}")))??;
-    Ok(immutable(delta, "application/zstd"))
+    .map_err(|e| ApiError::internal(format!("delta task failed: {e}")))?
+}
+
+/// A served manifest's outline. Blocks (parses the manifest).
+fn outline_of(entry: &CachedManifest) -> Result<Vec<u8>, ApiError> {
+    let manifest =
+        ferry_content::Manifest::from_slice(&entry.bytes, ferry_content::ManifestLimits::default())
+            .map_err(|e| ApiError::internal(format!("a served manifest does not parse: {e}")))?;
+    Ok(manifest.outline())
 }
 
 /// `GET /v1/revocations`: the hub-signed list of revoked certificates.

@@ -71,6 +71,7 @@ pub fn router(source: Arc<dyn ContentSource>) -> Router {
         .route(routes::TUF_METADATA, get(handlers::metadata))
         .route(routes::TUF_TARGET, get(handlers::tuf_target))
         .route(routes::MANIFEST, get(handlers::manifest))
+        .route(routes::OUTLINE, get(handlers::outline))
         .route(routes::REVOCATIONS, get(handlers::revocations))
         .route(routes::METADATA_WAIT, get(handlers::metadata_wait))
         .route(routes::DELTA, get(deltas::delta))

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use ferry_content::Digest;
 
+use crate::handlers::Form;
+
 /// Most bytes of manifests and deltas kept in memory; past it the cache
 /// starts again empty (simple, and refilling costs one read each).
 const CACHE_BYTES: usize = 256 << 20;
@@ -30,7 +32,7 @@ impl CachedManifest {
 #[derive(Default)]
 struct Inner {
     manifests: HashMap<String, Arc<CachedManifest>>,
-    deltas: HashMap<(String, String), Bytes>,
+    deltas: HashMap<(String, String, Form), Bytes>,
     bytes: usize,
 }
 
@@ -78,14 +80,14 @@ impl ManifestCache {
         entry
     }
 
-    pub fn delta(&self, target: &str, base: &str) -> Option<Bytes> {
+    pub fn delta(&self, target: &str, base: &str, form: Form) -> Option<Bytes> {
         self.lock()
             .deltas
-            .get(&(target.to_owned(), base.to_owned()))
+            .get(&(target.to_owned(), base.to_owned(), form))
             .cloned()
     }
 
-    pub fn insert_delta(&self, target: &str, base: &str, delta: Bytes) {
+    pub fn insert_delta(&self, target: &str, base: &str, form: Form, delta: Bytes) {
         if delta.len() > CACHE_BYTES / 4 {
             return;
         }
@@ -94,7 +96,7 @@ impl ManifestCache {
         inner.bytes += delta.len();
         inner
             .deltas
-            .insert((target.to_owned(), base.to_owned()), delta);
+            .insert((target.to_owned(), base.to_owned(), form), delta);
     }
 }
 

@@ -22,6 +22,16 @@ pub struct ManifestFetch {
     pub bytes_received: u64,
     /// The manifest it came as a delta of, if any.
     pub delta_base: Option<String>,
+    /// Whether it came as an outline, with its changed files rebuilt from
+    /// byte-level deltas and chunked here (then these are in the store
+    /// already, and the counts below say what that cost).
+    pub outline: bool,
+    /// Bytes of the file deltas received with the outline.
+    pub bytes_delta: u64,
+    /// Files rebuilt from them.
+    pub files_by_delta: u64,
+    /// Their total size.
+    pub bytes_rebuilt: u64,
 }
 
 /// Gets the signed manifest of `name` `version`: from local content if held,
@@ -63,6 +73,37 @@ pub async fn fetch_manifest(
                 let sha = Digest::of(&b).to_hex();
                 (t, sha, b)
             });
+            // A package of a few files: its changed files' chunk records
+            // need not cross the link.
+            if let Some((btarget, bsha, bbytes)) = &base {
+                match crate::outline::fetch_by_outline(
+                    client,
+                    local,
+                    &target,
+                    &info,
+                    (btarget, bsha, bbytes),
+                )
+                .await
+                {
+                    Ok(done) => {
+                        report.bytes_received = done.outline_bytes;
+                        report.delta_base = Some(btarget.clone());
+                        report.outline = true;
+                        report.bytes_delta = done.delta_bytes;
+                        report.files_by_delta = done.files_by_delta;
+                        report.bytes_rebuilt = done.rebuilt_bytes;
+                        return keep_manifest(local, name, version, target, done.bytes, report)
+                            .await;
+                    }
+                    Err(crate::outline::GiveUp::Unfit(why)) => {
+                        tracing::debug!(%target, "taking the whole manifest: {why}");
+                    }
+                    Err(crate::outline::GiveUp::Suspect(why)) => {
+                        tracing::warn!(%target, "{why}; taking the whole manifest");
+                    }
+                    Err(crate::outline::GiveUp::Failed(e)) => return Err(e),
+                }
+            }
             // zstd never grows data by more than a few bytes per block.
             let limit = info.length + info.length / 64 + 4096;
             let mut received = None;
@@ -111,6 +152,19 @@ pub async fn fetch_manifest(
             bytes
         }
     };
+    keep_manifest(local, name, version, target, bytes, report).await
+}
+
+/// Parses a manifest whose bytes match the signed target, checks it is the
+/// version asked for, and keeps it.
+async fn keep_manifest(
+    local: &LocalContent,
+    name: &PackageName,
+    version: &semver::Version,
+    target: String,
+    bytes: Vec<u8>,
+    report: ManifestFetch,
+) -> Result<(Manifest, Vec<u8>, ManifestFetch), TransferError> {
     let manifest = Manifest::from_slice(&bytes, ManifestLimits::default())?;
     if &manifest.name != name || &manifest.version != version {
         return Err(TransferError::Trust(ferry_trust::TrustError::Tampered(
@@ -147,6 +201,17 @@ pub struct FetchReport {
     pub bytes_delta: u64,
     /// Files rebuilt from deltas.
     pub files_by_delta: u64,
+}
+
+impl FetchReport {
+    /// Counts the files rebuilt while fetching the manifest by outline
+    /// (which [`fetch_objects`] then found stored) as rebuilt from deltas,
+    /// not as reused.
+    pub fn count_outline(&mut self, manifest: &ManifestFetch) {
+        self.bytes_delta += manifest.bytes_delta;
+        self.files_by_delta += manifest.files_by_delta;
+        self.bytes_reused = self.bytes_reused.saturating_sub(manifest.bytes_rebuilt);
+    }
 }
 
 /// Makes every file of `manifest` present in `local`'s store, fetching from

@@ -14,6 +14,7 @@ mod error;
 mod fetch;
 mod local;
 mod metadata;
+mod outline;
 pub mod upload;
 
 pub use error::TransferError;
