@@ -56,6 +56,15 @@ fn a_relay_syncs_only_what_changed_and_agents_fetch_through_it() {
     let v1 = hub.root.path().join("v1");
     agent.fetch("app", &v1, None).success();
     assert_eq!(snapshot(&v1), snapshot(&app));
+    // What it served is counted for the package (the status file catches
+    // up within seconds).
+    let status = status_when(&relay, |s| {
+        s["packages"]["app"]["lan_bytes"].as_u64().unwrap_or(0) > total / 2
+    });
+    assert!(
+        status["packages"]["app"]["lan_bytes"].as_u64() <= status["lan_served"].as_u64(),
+        "{status}"
+    );
 
     // A small change: published, but not served by the relay before it
     // synced, so agents see one consistent snapshot.

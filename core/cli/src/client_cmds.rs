@@ -329,6 +329,7 @@ pub async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     .await?;
     let repo = ferry_transfer::load_repository(&creds, &source).await?;
     let version = ferry_transfer::resolve_version(&repo, &name, &req)?;
+    let source = source.for_package(name.as_str());
     let (manifest, _, manifest_fetch) =
         ferry_transfer::fetch_manifest(&repo, &source, &local, &name, &version).await?;
     let progress = bar(args.json);

@@ -359,10 +359,14 @@ fn print_status(data: &Path, json: bool) -> anyhow::Result<()> {
                     HumanBytes(t.wan_bytes).to_string(),
                     HumanBytes(t.full_bytes).to_string(),
                     HumanBytes(t.full_bytes.saturating_sub(t.wan_bytes)).to_string(),
+                    HumanBytes(t.lan_bytes).to_string(),
                 ]
             })
             .collect();
-        output::table(&["PACKAGE", "OVER WAN", "FULL SIZE", "SAVED"], &rows);
+        output::table(
+            &["PACKAGE", "OVER WAN", "FULL SIZE", "SAVED", "SERVED ON LAN"],
+            &rows,
+        );
     }
     Ok(())
 }

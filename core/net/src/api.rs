@@ -191,6 +191,11 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
 /// classify a failure without parsing the body.
 pub const ERROR_CODE_HEADER: &str = "x-ferry-error";
 
+/// Request header naming the package a content request is for, so a relay
+/// can count the bytes it serves per package. Only a statistic: nothing
+/// served depends on it.
+pub const PACKAGE_HEADER: &str = "x-ferry-package";
+
 /// Stable, machine-readable error codes. Clients match these, never the
 /// message text, which is for people and may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

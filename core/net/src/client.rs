@@ -28,6 +28,8 @@ pub struct HubClient {
     link: Option<Arc<Link>>,
     /// A rate window shared by every request of this client, if any.
     window: Option<Arc<PaceWindow>>,
+    /// The package every request is for ([`crate::api::PACKAGE_HEADER`]).
+    package: Option<reqwest::header::HeaderValue>,
 }
 
 /// A streaming response.
@@ -62,6 +64,7 @@ impl HubClient {
             pace: Pace::default(),
             link: None,
             window: None,
+            package: None,
         })
     }
 
@@ -95,6 +98,13 @@ impl HubClient {
         self
     }
 
+    /// The same client telling the server each request is for the package
+    /// `name` (a relay counts what it serves per package).
+    pub fn for_package(mut self, name: &str) -> Self {
+        self.package = reqwest::header::HeaderValue::from_str(name).ok();
+        self
+    }
+
     /// The pace every request of this client must keep.
     pub fn pace(&self) -> Pace {
         self.pace
@@ -122,6 +132,7 @@ impl HubClient {
             pace: self.pace,
             link: self.link.clone(),
             window: self.window.clone(),
+            package: self.package.clone(),
         }
     }
 
@@ -142,6 +153,10 @@ impl HubClient {
         request: reqwest::RequestBuilder,
         deadline: Duration,
     ) -> Result<reqwest::Response, NetError> {
+        let request = match &self.package {
+            Some(name) => request.header(crate::api::PACKAGE_HEADER, name.clone()),
+            None => request,
+        };
         // In a shared window, waiting for headers counts against the
         // source too, and may end when the window does.
         let (_reading, left) = match &self.window {

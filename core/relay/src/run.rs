@@ -236,10 +236,18 @@ async fn count_lan(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use futures_util::StreamExt as _;
+    let package = request
+        .headers()
+        .get(ferry_net::api::PACKAGE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|name| state.lan_counter(name));
     let (parts, body) = next.run(request).await.into_parts();
     let counted = body.into_data_stream().map(move |piece| {
         if let Ok(bytes) = &piece {
             state.count_lan(bytes.len() as u64);
+            if let Some(counter) = &package {
+                counter.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         piece
     });

@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use ferry_catalog::SqliteCatalog;
@@ -45,8 +46,12 @@ pub struct RelayState {
     wan_before: Traffic,
     /// LAN bytes served by earlier runs, from the status file.
     lan_before: u64,
+    /// The same per package.
+    lan_before_by_package: std::collections::HashMap<String, u64>,
     /// LAN bytes served by this run.
     lan_served: std::sync::atomic::AtomicU64,
+    /// LAN bytes served by this run per package (only packages served).
+    lan_by_package: Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>,
     /// One status write at a time, each writing the newest status.
     writing: tokio::sync::Mutex<()>,
 }
@@ -128,6 +133,11 @@ impl RelayState {
         status.serving = snapshots.info();
         let wan_before = status.wan;
         let lan_before = status.lan_served;
+        let lan_before_by_package = status
+            .packages
+            .iter()
+            .map(|(name, t)| (name.clone(), t.lan_bytes))
+            .collect();
         Ok(RelayState {
             layout,
             config,
@@ -146,7 +156,9 @@ impl RelayState {
             status: Mutex::new(status),
             wan_before,
             lan_before,
+            lan_before_by_package,
             lan_served: std::sync::atomic::AtomicU64::new(0),
+            lan_by_package: Mutex::new(std::collections::HashMap::new()),
             writing: tokio::sync::Mutex::new(()),
         })
     }
@@ -155,6 +167,25 @@ impl RelayState {
     pub(crate) fn count_lan(&self, n: u64) {
         self.lan_served
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The LAN byte counter of the package `name`, if this relay serves a
+    /// version of it (a client naming anything else is not counted apart,
+    /// so the map stays as small as the catalog).
+    pub(crate) fn lan_counter(&self, name: &str) -> Option<Arc<AtomicU64>> {
+        let prefix = format!("{name}@");
+        let served = self
+            .snapshots
+            .info()
+            .is_some_and(|i| i.served.iter().any(|t| t.starts_with(&prefix)));
+        if !served {
+            return None;
+        }
+        let mut map = self
+            .lan_by_package
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Some(map.entry(name.to_owned()).or_default().clone())
     }
 
     /// Notes that a version was asked for (kept in memory, written at the
@@ -210,6 +241,15 @@ impl RelayState {
         };
         status.lan_served =
             self.lan_before + self.lan_served.load(std::sync::atomic::Ordering::Relaxed);
+        let by_package = self
+            .lan_by_package
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (name, served) in by_package.iter() {
+            let before = self.lan_before_by_package.get(name).copied().unwrap_or(0);
+            status.packages.entry(name.clone()).or_default().lan_bytes =
+                before + served.load(std::sync::atomic::Ordering::Relaxed);
+        }
         status
     }
 

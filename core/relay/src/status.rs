@@ -167,6 +167,10 @@ pub struct PackageTraffic {
     /// Sum of the sizes of its versions fetched: what fetching them whole
     /// would have cost.
     pub full_bytes: u64,
+    /// Bytes served for it on the LAN (requests that name it; agents' and
+    /// downstream relays' fetches do).
+    #[serde(default)]
+    pub lan_bytes: u64,
 }
 
 impl RelayStatus {

@@ -525,6 +525,7 @@ pub(crate) async fn fetch_version(
     version: &semver::Version,
     listed: Option<&VersionInfo>,
 ) -> Result<Fetched, RelayError> {
+    let upstream = &upstream.clone().for_package(name.as_str());
     let (manifest, bytes, manifest_fetch) =
         ferry_transfer::fetch_manifest(repo, upstream, &state.local, name, version).await?;
     let mut objects =
