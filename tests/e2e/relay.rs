@@ -725,6 +725,75 @@ fn a_shifted_file_crosses_the_wan_as_a_byte_level_delta_verified_against_the_man
     assert_eq!(std::fs::read(out.join("tool.bin")).unwrap(), v4);
 }
 
+/// Source-like text of about `lines` lines; `version` changes one line in
+/// 500.
+fn source_text(lines: u64, version: u64) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..lines {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = if i % 500 == 0 { version } else { 1 };
+        writeln!(
+            out,
+            "let v{} = f{}(x{}, {v});",
+            x % 5000,
+            x % 300,
+            (x >> 20) % 40
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// `contents` gzipped as zlib users write it (level 9, a name, XFL 2).
+fn tar_gz(contents: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut gz = flate2::GzBuilder::new()
+        .filename("app.tar")
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(contents).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn a_changed_tar_gz_crosses_the_wan_as_a_delta_of_its_contents() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let dir = hub.root.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.tar.gz"), tar_gz(&source_text(120_000, 1))).unwrap();
+    publisher.publish(&dir, "app", "1.0.0").success();
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.sync_on_request_only();
+    relay.run();
+    relay.sync();
+
+    // Deflate spreads a change of one line in 500 over the whole file.
+    let v2 = tar_gz(&source_text(120_000, 2));
+    std::fs::write(dir.join("app.tar.gz"), &v2).unwrap();
+    publisher.publish(&dir, "app", "2.0.0").success();
+    let record = relay.sync();
+    assert_eq!(record["files_by_delta"], 1, "{record}");
+    let delta = record["delta_bytes"].as_u64().unwrap();
+    assert!(
+        delta * 8 < v2.len() as u64,
+        "a {} byte .tar.gz with one line in 500 changed cost a {delta} byte delta: {record}",
+        v2.len()
+    );
+    assert!(
+        record["wan_bytes"].as_u64().unwrap() < v2.len() as u64 / 4,
+        "{record}"
+    );
+    let agent = relay.enroll_agent(&hub, "agent", "berlin");
+    let out = hub.root.path().join("out");
+    agent.fetch("app@=2.0.0", &out, None).success();
+    assert_eq!(std::fs::read(out.join("app.tar.gz")).unwrap(), v2);
+}
+
 #[test]
 fn the_hub_shares_its_relay_egress_cap_fairly_and_every_relay_finishes() {
     let mut hub = Hub::init(&[("[egress]\n", "[egress]\nrelays_cap_bps = 16000000\n")]);

@@ -21,8 +21,18 @@ fn window_log(total: u64) -> u32 {
     bits.clamp(10, 31)
 }
 
-/// Compresses `new` against `base` at zstd `level` (1-22).
+/// Compresses `new` against `base` at zstd `level` (1-22). Two gzip files
+/// that zlib made are compared through their contents (see
+/// `gzip_delta`).
 pub fn encode_file_delta(base: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, ContentError> {
+    if let Some(delta) = crate::gzip_delta::encode(base, new, level) {
+        return Ok(delta);
+    }
+    encode_plain(base, new, level)
+}
+
+/// A zstd patch-from frame turning `base` into `new`.
+pub(crate) fn encode_plain(base: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, ContentError> {
     if base.len() as u64 > MAX_DELTA_FILE || new.len() as u64 > MAX_DELTA_FILE {
         return Err(ContentError::TooLarge {
             what: "file to delta".into(),
@@ -47,6 +57,14 @@ pub fn encode_file_delta(base: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>,
 /// refusing output past `limit` bytes (the signed size) rather than
 /// buffering it, with the decoder's window bounded by that size.
 pub fn decode_file_delta(base: &[u8], delta: &[u8], limit: u64) -> Result<Vec<u8>, ContentError> {
+    if delta.starts_with(crate::gzip_delta::MAGIC) {
+        return crate::gzip_delta::decode(base, delta, limit);
+    }
+    decode_plain(base, delta, limit)
+}
+
+/// Restores a file from a zstd patch-from frame.
+pub(crate) fn decode_plain(base: &[u8], delta: &[u8], limit: u64) -> Result<Vec<u8>, ContentError> {
     decode_bounded(
         base,
         delta,

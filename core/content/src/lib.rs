@@ -9,6 +9,7 @@ mod chunking;
 mod digest;
 mod error;
 mod file_delta;
+mod gzip_delta;
 mod manifest;
 mod manifest_delta;
 mod name;
