@@ -277,13 +277,19 @@ fn tampered_content_or_rolled_back_metadata_leave_the_last_good_snapshot_served(
         &format!("upstream = \"{}/\"", hub.url()),
         &format!("upstream = \"{}/\"", mirror.url()),
     )]);
+    // Each sync below is one the test asks for, made under the tampering
+    // it set up.
+    relay.sync_on_request_only();
     relay.run();
     relay.sync();
     let early = mirror.recorded();
     let agent = relay.enroll_agent(&hub, "agent", "berlin");
 
-    // Small enough that chunks, not a byte-level delta, carry it.
+    // Small enough that chunks, not a byte-level delta, carry it; with a
+    // new file the relay cannot rebuild, the whole manifest comes (not an
+    // outline).
     overwrite(&app.join("bin/app"), 0, 16 << 10, 8);
+    std::fs::write(app.join("NEWS"), b"1.1.0: a fix\n").unwrap();
     publisher.publish(&app, "app", "1.1.0").success();
 
     // A swapped manifest: refused, nothing switched.
