@@ -73,7 +73,9 @@ impl ContentSource for DiskSource {
         self.manifests.contains_key(target)
     }
     fn object(&self, id: &Digest) -> Result<Option<PathBuf>, ApiError> {
-        Ok((*id == self.object).then(|| self.dir.path().join(id.to_hex())))
+        // The object above, and files a test adds under their ids.
+        let path = self.dir.path().join(id.to_hex());
+        Ok((*id == self.object || path.exists()).then_some(path))
     }
     fn chunks(&self, digests: &[Digest]) -> Result<Vec<Option<ChunkPlace>>, ApiError> {
         Ok(digests
@@ -358,4 +360,59 @@ async fn a_manifest_comes_as_a_small_delta_of_one_the_client_holds() {
     let uri = format!("/{}", routes::manifest(&other, "app@1.1.0.json", None));
     let (status, _, _) = send(&app, request("GET", &uri, Some(1), vec![])).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Source-like text of `lines` lines; `version` changes one line in 200.
+fn source_text(lines: u64, version: u64) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = Vec::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..lines {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let v = if i % 200 == 0 { version } else { 1 };
+        writeln!(
+            out,
+            "fn f{}(x: u{}) -> u8 {{ {} + {v} }}",
+            x % 9000,
+            x % 64,
+            (x >> 16) % 1000
+        )
+        .unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_file_delta_is_made_again_smaller_for_later_clients() {
+    let (source, _) = DiskSource::new();
+    let (old, new) = (source_text(60_000, 1), source_text(60_000, 2));
+    let (from, to) = (Digest::of(b"old file"), Digest::of(b"new file"));
+    std::fs::write(source.dir.path().join(from.to_hex()), &old).unwrap();
+    std::fs::write(source.dir.path().join(to.to_hex()), &new).unwrap();
+    let app = app(source);
+    let uri = format!("/{}", routes::delta(&to, &from));
+    let (status, _, first) = send(&app, request("GET", &uri, Some(1), vec![])).await;
+    assert_eq!(status, StatusCode::OK);
+    let rebuilt = ferry_content::decode_file_delta(&old, &first, new.len() as u64).unwrap();
+    assert!(rebuilt == new);
+    // The refined delta replaces the first once made (in the background;
+    // the deadline is only a last guard).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let later = loop {
+        let (status, _, later) = send(&app, request("GET", &uri, Some(1), vec![])).await;
+        assert_eq!(status, StatusCode::OK);
+        if later.len() < first.len() {
+            break later;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} bytes, as first",
+            first.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let rebuilt = ferry_content::decode_file_delta(&old, &later, new.len() as u64).unwrap();
+    assert!(rebuilt == new);
 }
