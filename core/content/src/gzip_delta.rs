@@ -112,6 +112,10 @@ fn candidate_levels(header: &[u8]) -> &'static [u32] {
 /// gzip files and zlib remakes `new`'s deflate stream exactly; `None`
 /// otherwise (the caller makes a plain delta).
 pub(crate) fn encode(base: &[u8], new: &[u8], zstd_level: i32) -> Option<Vec<u8>> {
+    // Neither is inflated unless both look like gzip.
+    if !(base.starts_with(&[0x1f, 0x8b]) && new.starts_with(&[0x1f, 0x8b])) {
+        return None;
+    }
     let (_, old_contents) = split(base, MAX_DELTA_FILE)?;
     let (gz, contents) = split(new, MAX_DELTA_FILE)?;
     let level = candidate_levels(gz.header)

@@ -173,18 +173,23 @@ impl RelayState {
     /// version of it (a client naming anything else is not counted apart,
     /// so the map stays as small as the catalog).
     pub(crate) fn lan_counter(&self, name: &str) -> Option<Arc<AtomicU64>> {
-        let prefix = format!("{name}@");
-        let served = self
-            .snapshots
-            .info()
-            .is_some_and(|i| i.served.iter().any(|t| t.starts_with(&prefix)));
-        if !served {
-            return None;
-        }
         let mut map = self
             .lan_by_package
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        if let Some(counter) = map.get(name) {
+            return Some(counter.clone());
+        }
+        // Once per package and run: the served targets are looked through.
+        let prefix = format!("{name}@");
+        if !self
+            .snapshots
+            .served()
+            .iter()
+            .any(|t| t.starts_with(&prefix))
+        {
+            return None;
+        }
         Some(map.entry(name.to_owned()).or_default().clone())
     }
 

@@ -74,7 +74,10 @@ impl DeltaCache {
             done.1 = 0;
         }
         done.1 += delta.len();
-        done.0.insert(key, delta);
+        // A refined delta replaces the first one.
+        if let Some(old) = done.0.insert(key, delta) {
+            done.1 -= old.len();
+        }
     }
 }
 

@@ -29,7 +29,7 @@ pub(crate) fn delta_bases(local: &LocalContent, manifest: &Manifest) -> HashMap<
     let Ok(base) = Manifest::from_slice(&bytes, ManifestLimits::default()) else {
         return HashMap::new();
     };
-    let by_path = bases_by_path(local, &base, manifest);
+    let by_path = bases_by_path(&base, manifest, |id| local.store().has_object(id));
     manifest
         .files
         .iter()
@@ -38,13 +38,13 @@ pub(crate) fn delta_bases(local: &LocalContent, manifest: &Manifest) -> HashMap<
         .collect()
 }
 
-/// For each regular file of `new` (by path), the held file of `base` a
-/// delta would be made against: the file at the same path, or, when both
-/// versions hold a single file, that one (a renamed release archive).
+/// For each regular file of `new` (by path), the file of `base` a delta
+/// would be made against, if `held`: the file at the same path, or, when
+/// both versions hold a single file, that one (a renamed release archive).
 pub(crate) fn bases_by_path(
-    local: &LocalContent,
     base: &Manifest,
     new: &Manifest,
+    held: impl Fn(&Digest) -> bool,
 ) -> HashMap<String, Digest> {
     let regular = |m: &Manifest| -> Vec<FileEntry> {
         m.files
@@ -63,7 +63,7 @@ pub(crate) fn bases_by_path(
             None => None,
         };
         if let Some(from) = from
-            && local.store().has_object(&from.content_id())
+            && held(&from.content_id())
         {
             bases.insert(file.path.to_string(), from.content_id());
         }

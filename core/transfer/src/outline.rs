@@ -7,7 +7,7 @@
 //! hash to what the hub signed; if anything does not fit, the caller falls
 //! back to the whole manifest, keeping every file rebuilt and verified.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ferry_content::{ChunkRef, Digest, FileEntry, Manifest, ManifestLimits, Outline};
 use ferry_net::HubClient;
@@ -73,12 +73,20 @@ pub(crate) async fn fetch_by_outline(
     base: (&str, &str, &[u8]),
 ) -> Result<OutlineFetch, GiveUp> {
     let (btarget, bsha, bbytes) = base;
-    let held = bbytes.to_vec();
-    let (base_manifest, base_outline) = blocking(move || {
-        let m = Manifest::from_slice(&held, ManifestLimits::default())
+    let (bytes, store) = (bbytes.to_vec(), local.clone());
+    let (base_manifest, base_outline, held) = blocking(move || {
+        let m = Manifest::from_slice(&bytes, ManifestLimits::default())
             .map_err(|e| GiveUp::Unfit(format!("the held manifest does not parse: {e}")))?;
         let outline = m.outline();
-        Ok((m, outline))
+        // Which of its files are in the store, to rebuild others from.
+        let held: HashSet<Digest> = m
+            .files
+            .iter()
+            .filter(|f| f.symlink.is_none())
+            .map(|f| f.content_id())
+            .filter(|id| store.store().has_object(id))
+            .collect();
+        Ok((m, outline, held))
     })
     .await?;
     if !fits(&base_manifest) {
@@ -112,6 +120,17 @@ pub(crate) async fn fetch_by_outline(
             outline.header.target_name()
         )));
     }
+    // The sizes are not signed, but the manifest's length is: each chunk
+    // of at most `chunking.max` bytes costs 48 bytes of it (base64 of a
+    // digest and a length). A larger claim would only make this client
+    // accept larger deltas.
+    let most = (info.length / 48 + 1).saturating_mul(u64::from(outline.header.chunking.max));
+    if outline.header.total_size() > most {
+        return Err(GiveUp::Suspect(format!(
+            "the outline from {} claims more bytes than the signed manifest can describe",
+            client.base()
+        )));
+    }
 
     // Chunk lists known from the base, and the changed files to rebuild.
     let known: HashMap<Digest, &[ChunkRef]> = base_manifest
@@ -120,7 +139,8 @@ pub(crate) async fn fetch_by_outline(
         .filter(|f| f.symlink.is_none())
         .map(|f| (f.content_id(), f.chunks.as_slice()))
         .collect();
-    let bases = crate::delta::bases_by_path(local, &base_manifest, &outline.header);
+    let bases =
+        crate::delta::bases_by_path(&base_manifest, &outline.header, |id| held.contains(id));
     let mut lists: HashMap<usize, Vec<ChunkRef>> = HashMap::new();
     let mut rebuild = Vec::new();
     for (i, (file, id)) in outline.header.files.iter().zip(&outline.ids).enumerate() {
