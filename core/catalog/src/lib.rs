@@ -10,11 +10,13 @@ mod cache;
 mod reports;
 mod schema;
 mod sqlite;
+mod tasks;
 mod types;
 
 pub use cache::{CacheIndex, Pin};
 pub use reports::ReportStore;
 pub use sqlite::SqliteCatalog;
+pub use tasks::{TaskRecord, TaskStore};
 pub use types::*;
 
 use ferry_content::{Digest, PackageName};
@@ -65,14 +67,13 @@ pub enum CatalogError {
 /// later) and each role implements only what it keeps: the chunk index and
 /// staging ([`ChunkIndex`]), published versions and the objects they use
 /// ([`VersionCatalog`]), enrollment ([`Enrollment`]) and agents' reports
-/// ([`ReportStore`], also a relay's outbox). The agents' tasks will be a
-/// further trait beside these.
+/// ([`ReportStore`], also a relay's outbox) and tasks ([`TaskStore`]).
 ///
 /// Every method may block (disk, database); async callers run them through
 /// `spawn_blocking`.
-pub trait HubCatalog: ChunkIndex + VersionCatalog + Enrollment + ReportStore {}
+pub trait HubCatalog: ChunkIndex + VersionCatalog + Enrollment + ReportStore + TaskStore {}
 
-impl<T: ChunkIndex + VersionCatalog + Enrollment + ReportStore> HubCatalog for T {}
+impl<T: ChunkIndex + VersionCatalog + Enrollment + ReportStore + TaskStore> HubCatalog for T {}
 
 /// Where chunks live: published chunks inside stored objects, and uploaded
 /// chunks waiting in staged packs for a publish.

@@ -21,6 +21,9 @@ pub trait ReportStore: Send + Sync {
     fn report_count(&self) -> Result<u64, CatalogError>;
     /// Kept reports, newest first, optionally only one agent's.
     fn list_reports(&self, agent: Option<&str>, limit: usize) -> Result<Vec<Report>, CatalogError>;
+    /// Reports of `kind` about `subject` (the `task` field of their
+    /// body), in the order they were created.
+    fn reports_about(&self, kind: &str, subject: &str) -> Result<Vec<Report>, CatalogError>;
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
@@ -47,19 +50,23 @@ impl ReportStore for SqliteCatalog {
         let mut new = 0;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO reports (id, agent, kind, created_at, received_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO reports (id, agent, kind, created_at, received_at, body, subject)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for r in reports {
                 let body = serde_json::to_string(&r.body)
                     .map_err(|e| CatalogError::Invalid(format!("report {}: {e}", r.id)))?;
+                // What the report is about (a task's id), so a task's
+                // reports are found without reading every body.
+                let subject = r.body.get("task").and_then(|t| t.as_str());
                 new += insert.execute(params![
                     r.id,
                     r.agent,
                     r.kind,
                     r.created_at,
                     received_at,
-                    body
+                    body,
+                    subject
                 ])?;
             }
         }
@@ -106,6 +113,16 @@ impl ReportStore for SqliteCatalog {
         let rows = stmt.query_map(params![agent, limit as i64], row)?;
         rows.map(|r| report(r?)).collect()
     }
+
+    fn reports_about(&self, kind: &str, subject: &str) -> Result<Vec<Report>, CatalogError> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, agent, kind, created_at, body FROM reports
+             WHERE kind = ?1 AND subject = ?2 ORDER BY created_at, rowid",
+        )?;
+        let rows = stmt.query_map(params![kind, subject], row)?;
+        rows.map(|r| report(r?)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -141,5 +158,17 @@ mod tests {
         drop(catalog);
         let catalog = SqliteCatalog::open(&dir.path().join("c.db")).unwrap();
         assert_eq!(catalog.report_count().unwrap(), 3);
+        // Found by subject: only reports whose body names the task.
+        let about = Report {
+            id: "t-r".into(),
+            agent: "pc-2".into(),
+            kind: "task".into(),
+            created_at: 7,
+            body: serde_json::json!({"task": "t9", "state": "installed"}),
+        };
+        catalog.store_reports(std::slice::from_ref(&about), 102).unwrap();
+        assert_eq!(catalog.reports_about("task", "t9").unwrap(), vec![about]);
+        assert!(catalog.reports_about("task", "t8").unwrap().is_empty());
+        assert!(catalog.reports_about("test", "t9").unwrap().is_empty());
     }
 }

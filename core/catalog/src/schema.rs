@@ -94,6 +94,21 @@ pub(crate) fn migrations() -> Migrations<'static> {
         );
         "#,
         ),
+        // Tasks as the hub signed them, and task reports found by task.
+        M::up(
+            r#"
+        CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL UNIQUE,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            document TEXT NOT NULL
+        );
+        ALTER TABLE reports ADD COLUMN subject TEXT;
+        CREATE INDEX reports_by_subject ON reports(kind, subject);
+        "#,
+        ),
     ])
 }
 

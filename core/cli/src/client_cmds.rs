@@ -97,7 +97,7 @@ pub struct UnpublishArgs {
     data: ClientData,
 }
 
-fn connect(data: &ClientData) -> anyhow::Result<(ClientCredentials, HubClient)> {
+pub(crate) fn connect(data: &ClientData) -> anyhow::Result<(ClientCredentials, HubClient)> {
     let dir = data.dir()?;
     let creds = ClientCredentials::load(&dir)?;
     let client = HubClient::from_credentials(&creds)?;

@@ -1,11 +1,14 @@
 //! `ferry`: one binary for every role. This crate only parses arguments,
 //! calls into a role or a client, and prints.
 
+mod agent_cmds;
 mod client_cmds;
+mod demo;
 mod hub_cmds;
 mod output;
 mod plugin;
 mod relay_cmds;
+mod task_cmds;
 
 use std::path::PathBuf;
 
@@ -31,12 +34,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// See Ferry work on this machine: a hub, relays behind WAN budgets and
+    /// agents deploy a sample package; then everything is removed.
+    Demo(demo::DemoArgs),
     /// Run and administer a hub (the central server).
     #[command(subcommand)]
     Hub(hub_cmds::HubCommand),
     /// Run and inspect a relay (a branch office's distribution server).
     #[command(subcommand)]
     Relay(relay_cmds::RelayCommand),
+    /// Enroll, run and inspect an agent (an endpoint that installs tasks).
+    #[command(subcommand)]
+    Agent(agent_cmds::AgentCommand),
+    /// Deploy packages to sites and agents, and follow them.
+    #[command(subcommand)]
+    Task(task_cmds::TaskCommand),
     /// Create enrollment tokens (run on the hub's machine).
     #[command(subcommand)]
     Token(hub_cmds::TokenCommand),
@@ -98,8 +110,11 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
             Command::Hub(cmd) => hub_cmds::run_hub(cmd).await,
             Command::Relay(cmd) => relay_cmds::run_relay(cmd).await,
+            Command::Agent(cmd) => agent_cmds::run_agent(cmd).await,
+            Command::Task(cmd) => task_cmds::run_task(cmd).await,
             Command::Token(cmd) => hub_cmds::run_token(cmd),
             Command::Enroll(args) => client_cmds::enroll(args).await,
             Command::Publish(args) => client_cmds::publish(args).await,

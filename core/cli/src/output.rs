@@ -29,6 +29,11 @@ pub fn bytes(n: u64) -> String {
     format!("{} ({n} bytes)", HumanBytes(n))
 }
 
+/// `1.5 MiB`, for table cells.
+pub fn short_bytes(n: u64) -> String {
+    HumanBytes(n).to_string()
+}
+
 /// Prints a value as pretty JSON.
 pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

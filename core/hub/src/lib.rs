@@ -3,6 +3,7 @@
 //!
 //! - [`init`] creates a hub data directory.
 //! - [`run`] serves it.
+//! - [`tasks`] signs and keeps tasks and answers what agents report.
 //! - [`tokens`] creates enrollment tokens on the hub's machine.
 //! - [`gc`] removes content no published version references.
 //! - [`keys`] rotates the TUF signing keys.
@@ -19,6 +20,7 @@ pub mod lock;
 mod publish;
 pub mod run;
 mod state;
+pub mod tasks;
 pub mod tokens;
 
 pub use config::HubConfig;

@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry_catalog::{HubCatalog, SqliteCatalog};
+use ferry_catalog::{HubCatalog, SqliteCatalog, TaskStore};
 use ferry_net::CertificateAuthority;
 use ferry_store::ContentStore;
 use ferry_trust::{SigningRepository, TargetEntry};
@@ -46,6 +46,10 @@ pub struct HubState {
     signed: std::sync::RwLock<Arc<HashSet<String>>>,
     /// The served metadata's version, for long-polls.
     metadata_version: tokio::sync::watch::Sender<u64>,
+    /// Signed tasks, for check-ins.
+    pub tasks: crate::tasks::TaskBook,
+    /// Serializes task changes, so each takes the next sequence number.
+    pub(crate) task_lock: tokio::sync::Mutex<()>,
 }
 
 impl HubState {
@@ -66,6 +70,7 @@ impl HubState {
         let ca = CertificateAuthority::load(&layout.tls())?;
         let signed = tuf.current_targets()?.into_iter().collect();
         let version = tuf.state()?.version;
+        let tasks = crate::tasks::TaskBook::new(catalog.tasks()?)?;
         Ok(HubState {
             layout,
             config,
@@ -77,6 +82,8 @@ impl HubState {
             staging_lock: tokio::sync::RwLock::new(()),
             signed: std::sync::RwLock::new(Arc::new(signed)),
             metadata_version: tokio::sync::watch::channel(version).0,
+            tasks,
+            task_lock: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -44,6 +44,10 @@
 //! - `POST reports` - [`ReportBatch`] → [`ReportAck`] once every report is
 //!   durable; report ids make resending harmless (agent: its own; relay:
 //!   its agents')
+//! - `POST tasks`, `GET tasks`, `GET tasks/{id}`, `DELETE tasks/{id}` -
+//!   create, list, show and cancel tasks (publisher; the hub only)
+//! - `POST checkin?wait=S` - the signed tasks that may concern the caller,
+//!   once the task list passes the caller's version (agent, relay)
 //! - `POST relay/sync[?wait=true]` - a relay only, called by itself
 //!   (`ferry relay sync`): sync now; with `wait`, the sync's record
 //!
@@ -101,6 +105,17 @@ pub mod routes {
     /// `POST`: agents' status reports ([`ReportBatch`] → [`ReportAck`]);
     /// agents send their own, relays forward their agents'.
     pub const REPORTS: &str = "/v1/reports";
+    /// `POST`: create a task ([`crate::tasks::TaskSpec`] →
+    /// [`crate::tasks::TaskCreated`]); `GET`: list them
+    /// ([`crate::tasks::TaskSummary`] rows). Publisher role (the hub).
+    pub const TASKS: &str = "/v1/tasks";
+    /// `GET`: one task with each target's state
+    /// ([`crate::tasks::TaskDetail`]); `DELETE`: cancel it (the hub).
+    pub const TASK: &str = "/v1/tasks/{id}";
+    /// `POST ?wait=S`: an agent's (or a relay's) check-in
+    /// ([`crate::tasks::CheckinRequest`] → [`crate::tasks::CheckinResponse`]),
+    /// held open until the task list passes the caller's version.
+    pub const CHECKIN: &str = "/v1/checkin";
     /// `POST` (a relay, to itself): sync with the upstream now;
     /// `?wait=true` answers when that sync ended, with its record.
     pub const RELAY_SYNC: &str = "/v1/relay/sync";
@@ -109,6 +124,11 @@ pub mod routes {
     pub const TUF_METADATA_DIR: &str = "v1/tuf/";
     /// Relative URL of the TUF targets directory.
     pub const TUF_TARGETS_DIR: &str = "v1/tuf/targets/";
+
+    /// Relative URL of one task.
+    pub fn task(id: &str) -> String {
+        format!("v1/tasks/{id}")
+    }
 
     /// Relative URL of the package listing, optionally of one package and
     /// matching a requirement (both URL-encoded by the caller).

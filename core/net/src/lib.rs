@@ -12,6 +12,7 @@ mod identity;
 mod link;
 mod pace;
 mod server;
+pub mod tasks;
 mod tls;
 mod token;
 

@@ -68,6 +68,11 @@ impl RelayLayout {
         self.data.join("status.json")
     }
 
+    /// Signed tasks heard from the upstream.
+    pub fn tasks(&self) -> PathBuf {
+        self.data.join("tasks.json")
+    }
+
     /// The run lock.
     pub fn lock(&self) -> PathBuf {
         self.data.join("relay.lock")

@@ -27,6 +27,7 @@ mod source;
 mod state;
 pub mod status;
 mod sync;
+pub mod tasks;
 
 use std::fs::{File, TryLockError};
 use std::path::Path;

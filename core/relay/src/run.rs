@@ -78,6 +78,7 @@ pub async fn run(
     let syncer = tokio::spawn(sync_loop(state.clone(), registry, control.clone()));
     let watcher = tokio::spawn(watch_upstream(state.clone(), control.clone()));
     let forwarder = tokio::spawn(forward_reports(state.clone()));
+    let tasks = tokio::spawn(crate::tasks::watch_tasks(state.clone()));
     let counters = tokio::spawn(write_counters(state.clone()));
     tracing::info!(%bound, data = %data.display(), "relay serving");
     ready(bound);
@@ -85,6 +86,7 @@ pub async fn run(
     syncer.abort();
     watcher.abort();
     forwarder.abort();
+    tasks.abort();
     counters.abort();
     state
         .update_status(|s| {
@@ -135,12 +137,14 @@ fn router(state: Arc<RelayState>, control: Arc<SyncControl>) -> Router {
     let source = Arc::new(RelaySource::new(state.clone()));
     let auth = Authentication::new(source.clone());
     let reports = ferry_serve::reports::router(source.clone());
+    let checkin = ferry_serve::checkin::router(source.clone());
     let own = Router::new()
         .route(routes::CA, get(ca))
         .route(routes::ENROLL, post(enroll))
         .route(routes::RELAY_SYNC, post(sync_now))
         .with_state((state, control));
     own.merge(reports)
+        .merge(checkin)
         .merge(ferry_serve::router(source))
         .fallback(ferry_serve::not_found)
         .layer(axum::middleware::from_fn_with_state(lan, count_lan))

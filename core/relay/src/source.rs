@@ -127,3 +127,17 @@ impl Authorizer for RelaySource {
         }))
     }
 }
+
+impl ferry_serve::checkin::TaskSource for RelaySource {
+    fn server_kind(&self) -> &'static str {
+        "relay"
+    }
+
+    fn task_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.tasks.version()
+    }
+
+    fn tasks_for(&self, caller: &ferry_serve::ClientIdentity) -> Vec<String> {
+        self.state.tasks.for_caller(caller)
+    }
+}

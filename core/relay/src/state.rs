@@ -36,6 +36,8 @@ pub struct RelayState {
     pub(crate) pulls: Mutex<std::collections::HashMap<String, crate::pull::InFlight>>,
     /// Versions asked for since the last sync, and when (unix seconds).
     uses: Mutex<std::collections::HashMap<String, i64>>,
+    /// Signed tasks heard from the upstream, for this relay's agents.
+    pub tasks: crate::tasks::RelayTasks,
     /// Woken when reports arrive in the outbox.
     pub reports_waiting: tokio::sync::Notify,
     /// Woken when the upstream answers again after failing.
@@ -138,6 +140,7 @@ impl RelayState {
             .iter()
             .map(|(name, t)| (name.clone(), t.lan_bytes))
             .collect();
+        let tasks = crate::tasks::RelayTasks::open(layout.tasks());
         Ok(RelayState {
             layout,
             config,
@@ -150,6 +153,7 @@ impl RelayState {
             fetching: tokio::sync::Mutex::new(()),
             uses: Mutex::new(std::collections::HashMap::new()),
             pulls: Mutex::new(std::collections::HashMap::new()),
+            tasks,
             reports_waiting: tokio::sync::Notify::new(),
             upstream_back: tokio::sync::Notify::new(),
             revoked: RwLock::new(revoked),

@@ -12,6 +12,7 @@
 mod auth;
 mod background;
 mod batch;
+pub mod checkin;
 mod deltas;
 pub mod egress;
 mod error;

@@ -146,6 +146,15 @@ pub fn verify(
     Ok(doc)
 }
 
+/// Reads a document without checking it, for routing only (a relay
+/// choosing which of its agents a task may concern): nothing read this
+/// way may be acted on; the receiver verifies.
+pub fn peek(bytes: &[u8]) -> Result<DocumentBody, TrustError> {
+    let envelope: Envelope = serde_json::from_slice(bytes)
+        .map_err(|e| TrustError::Tampered(format!("a signed document is malformed: {e}")))?;
+    Ok(envelope.signed)
+}
+
 /// The control key a root metadata document names, if any.
 pub fn control_key(root: &tough::schema::Root) -> Option<ControlKey> {
     serde_json::from_value(root._extra.get(CONTROL_FIELD)?.clone()).ok()

@@ -1,12 +1,13 @@
 //! The hub's `/v1` API: the shared read side from [`ferry_serve`] over the
 //! hub's catalog and store ([`HubSource`]), plus what only the hub does:
-//! enrollment, uploads, publishing and withdrawal (see [`ferry_net::api`]
+//! enrollment, uploads, publishing, withdrawal and tasks (see [`ferry_net::api`]
 //! for the route list and bodies).
 
 mod content;
 mod enroll;
 mod packages;
 mod source;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -45,9 +46,12 @@ pub fn router(state: Arc<HubState>) -> Router {
             post(packages::publish).layer(DefaultBodyLimit::max(MAX_MANIFEST_BODY)),
         )
         .route(routes::PACKAGE_VERSION, delete(packages::unpublish))
+        .route(routes::TASKS, post(tasks::create).get(tasks::list))
+        .route(routes::TASK, get(tasks::show).delete(tasks::cancel))
         .with_state(state);
     let router = hub_routes
         .merge(ferry_serve::reports::router(source.clone()))
+        .merge(ferry_serve::checkin::router(source.clone()))
         .merge(ferry_serve::router(source))
         .fallback(ferry_serve::not_found);
     let router = match relays_cap {

@@ -98,3 +98,17 @@ impl Authorizer for HubSource {
         })
     }
 }
+
+impl ferry_serve::checkin::TaskSource for HubSource {
+    fn server_kind(&self) -> &'static str {
+        "hub"
+    }
+
+    fn task_version(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.tasks.version()
+    }
+
+    fn tasks_for(&self, caller: &ClientIdentity) -> Vec<String> {
+        self.state.tasks.for_caller(caller)
+    }
+}

@@ -1,0 +1,363 @@
+//! `ferry agent run`: check in, hear of tasks, work through them, report.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_net::api::routes;
+use ferry_net::tasks::{CheckinRequest, CheckinResponse, INVENTORY_REPORT, TASK_DOCUMENT, Task};
+use ferry_net::{ClientCredentials, HubClient};
+use ferry_plugin::{BuiltinPlugin, PluginEngine, Registry};
+
+use crate::execute::Agent;
+use crate::outbox::Outbox;
+use crate::record::{Records, TaskRecord, load_installed};
+use crate::status::{AgentStatus, Refusal};
+use crate::{AgentConfig, AgentError, AgentLayout};
+
+/// Most refusals kept in the status file.
+const MAX_REFUSALS: usize = 16;
+
+/// Options of one agent run.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// The plugin engine to use; `None` makes one with its compiled-code
+    /// cache in the data directory. Agents sharing a process (the demo)
+    /// share one engine, as one node would.
+    pub engine: Option<PluginEngine>,
+}
+
+/// Runs the agent in `data` until `shutdown` resolves. `builtins` are the
+/// plugins embedded in the binary (the default transport and installers).
+pub async fn run(
+    data: &Path,
+    options: RunOptions,
+    builtins: &'static [BuiltinPlugin],
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let layout = AgentLayout::new(data);
+    if !layout.config().exists() {
+        return Err(AgentError::DataDir(format!(
+            "{} is not an agent data directory (no agent.toml); create one with `ferry agent init`",
+            data.display()
+        )));
+    }
+    let _lock = lock(&layout)?;
+    let config = AgentConfig::load(&layout.config())?;
+    // Installers are granted the install root; it must exist to be opened.
+    std::fs::create_dir_all(&config.install_root)
+        .map_err(|e| AgentError::io(&config.install_root, e))?;
+    let creds = ClientCredentials::load(data)?;
+    let identity = Some((creds.cert_pem.as_str(), creds.key_pem.as_str()));
+    let server = HubClient::new(config.server.clone(), &creds.ca_pem, identity)?
+        .with_pace(config.transfer.pace());
+    let hub = match &config.hub {
+        Some(url) => Some(
+            HubClient::new(url.clone(), &creds.ca_pem, identity)?.with_pace(config.transfer.pace()),
+        ),
+        None => None,
+    };
+    let settings = config.plugins.clone();
+    let cache = layout.plugin_cache();
+    let (registry, report) = tokio::task::spawn_blocking(move || {
+        let engine = match options.engine {
+            Some(engine) => engine,
+            None => PluginEngine::new(Some(cache))?,
+        };
+        Registry::new(engine, settings, builtins)
+    })
+    .await
+    .map_err(|e| AgentError::DataDir(format!("loading plugins failed: {e}")))??;
+    for failed in &report.failed {
+        tracing::warn!("site plugin not loaded: {failed}");
+    }
+    let registry = Arc::new(registry);
+    let _watch = registry.watch();
+    let local = ferry_transfer::LocalContent::open(&layout.content(), || {}).await?;
+    let records = Records::open(&layout.tasks())?;
+    let held: BTreeMap<String, TaskRecord> = records
+        .load_all()?
+        .into_iter()
+        .map(|r| (r.task.id.clone(), r))
+        .collect();
+    let installed = load_installed(&layout.installed())?;
+    let outbox = Arc::new(Outbox::open(&layout.outbox(), &creds.info.id)?);
+    let agent = Arc::new(Agent::new(
+        layout.clone(),
+        config,
+        creds,
+        server.clone(),
+        hub,
+        registry,
+        local,
+        records,
+        outbox.clone(),
+        installed,
+        held,
+    ));
+    // A task interrupted mid-step resumes: downloads from the verified
+    // chunks kept, installs from the start (installers are idempotent).
+    let status = Arc::new(std::sync::Mutex::new(AgentStatus::start(
+        &agent.creds,
+        &agent.config,
+    )));
+    write_status(&agent, &status).await;
+    report_inventory(&agent).await;
+    let forwarder = tokio::spawn(crate::outbox::forward(outbox, server));
+    let checkins = tokio::spawn(check_in(agent.clone(), status.clone()));
+    let worker = tokio::spawn(work(agent.clone()));
+    tracing::info!(id = %agent.creds.info.id, server = %agent.config.server, "agent running");
+    shutdown.await;
+    checkins.abort();
+    worker.abort();
+    forwarder.abort();
+    status.lock().unwrap_or_else(|p| p.into_inner()).pid = None;
+    write_status(&agent, &status).await;
+    Ok(())
+}
+
+async fn report_inventory(agent: &Arc<Agent>) {
+    let agent = agent.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let inventory = crate::inventory::gather(&agent.layout.content(), &agent.config.server);
+        let body = serde_json::to_value(&inventory).unwrap_or_default();
+        // One inventory report per run and state of the machine.
+        let key = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp());
+        if let Err(e) = agent.outbox.keep(INVENTORY_REPORT, &key, 0, body) {
+            tracing::error!("cannot keep the inventory report: {e}");
+        }
+    })
+    .await;
+}
+
+async fn write_status(agent: &Arc<Agent>, status: &Arc<std::sync::Mutex<AgentStatus>>) {
+    let path = agent.layout.status();
+    let mut snapshot = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let outbox = agent.outbox.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        snapshot.outbox_pending = outbox.pending();
+        if let Err(e) = snapshot.save(&path) {
+            tracing::warn!("cannot write the status file: {e}");
+        }
+    })
+    .await;
+}
+
+/// Works through tasks as they become due, one at a time.
+async fn work(agent: Arc<Agent>) {
+    loop {
+        if let Some(record) = agent.due_now() {
+            agent.drive(record).await;
+            continue;
+        }
+        let wait = match agent.next_due() {
+            Some(at) => {
+                Duration::from_secs((at - chrono::Utc::now().timestamp()).clamp(0, 3600) as u64)
+            }
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = agent.wake.notified() => {}
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+        }
+    }
+}
+
+/// Holds a check-in open at the server; each answer with a newer task list
+/// is verified and merged.
+async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>) {
+    let mut after = 0u64;
+    let mut failures = 0u32;
+    let wait = agent.config.checkin_wait.as_secs();
+    // A check-in is held open by design: its answer may take the whole wait.
+    let mut pace = agent.config.transfer.pace();
+    pace.grace = agent.config.checkin_wait + pace.grace;
+    let server = agent.server.clone().with_pace(pace);
+    loop {
+        let path = format!("{}?wait={wait}", routes::relative(routes::CHECKIN));
+        let answer = server
+            .post_json::<_, CheckinResponse>(&path, &CheckinRequest { after })
+            .await;
+        match answer {
+            Ok(answer) => {
+                failures = 0;
+                *agent.server_kind.lock().unwrap_or_else(|p| p.into_inner()) =
+                    if answer.server == "relay" {
+                        "relay"
+                    } else {
+                        "hub"
+                    }
+                    .into();
+                {
+                    let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+                    s.last_checkin_at = Some(chrono::Utc::now().timestamp());
+                    s.server_kind = answer.server.clone();
+                    s.task_version = answer.version;
+                }
+                if answer.version != after {
+                    after = answer.version;
+                    merge(&agent, &status, answer.tasks).await;
+                }
+                write_status(&agent, &status).await;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_secs(1)
+                    .saturating_mul(1 << failures.min(5))
+                    .min(Duration::from_secs(30))
+                    .mul_f64(0.75 + rand::random::<f64>() * 0.5);
+                tracing::warn!(
+                    "check-in at {} failed ({e}); again in {pause:?}",
+                    agent.config.server
+                );
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// Verifies each signed task against the hub's control key (from the root
+/// pinned at enrollment, as updated through TUF) and takes those that are
+/// for this agent and newer than what it holds.
+async fn merge(
+    agent: &Arc<Agent>,
+    status: &Arc<std::sync::Mutex<AgentStatus>>,
+    documents: Vec<String>,
+) {
+    if documents.is_empty() {
+        return;
+    }
+    let repo =
+        match ferry_transfer::load_repository(&agent.creds, &agent.server.clone().sharing_pace())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => match &agent.hub {
+                Some(hub) => match ferry_transfer::load_repository(&agent.creds, hub).await {
+                    Ok(r) => r,
+                    Err(e2) => {
+                        tracing::warn!(
+                            "cannot load the signed metadata to check tasks ({e}; {e2}); later"
+                        );
+                        return;
+                    }
+                },
+                None => {
+                    tracing::warn!("cannot load the signed metadata to check tasks ({e}); later");
+                    return;
+                }
+            },
+        };
+    let me = agent.creds.info.id.clone();
+    let site = agent.creds.info.site.clone();
+    let mut refusals = Vec::new();
+    let mut changed = Vec::new();
+    for document in documents {
+        let doc = match repo.verify_document(document.as_bytes(), TASK_DOCUMENT) {
+            Ok(d) => d,
+            Err(e) => {
+                refusals.push(format!(
+                    "a task from {} did not verify: {e}",
+                    agent.config.server
+                ));
+                continue;
+            }
+        };
+        let task: Task = match serde_json::from_value(doc.body.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                refusals.push(format!("a signed task is malformed: {e}"));
+                continue;
+            }
+        };
+        if !task.targets(&me, site.as_deref()) {
+            refusals.push(format!("task {} is not for this agent", task.id));
+            continue;
+        }
+        let held = agent
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&task.id)
+            .cloned();
+        match held {
+            Some(h) if h.seq == doc.version => {}
+            Some(h) if h.seq > doc.version => refusals.push(format!(
+                "task {} came in an older version ({} < {}): a replay",
+                task.id, doc.version, h.seq
+            )),
+            Some(mut h) => {
+                let cancel = task.cancelled && !h.task.cancelled;
+                h.task = task;
+                h.document = document;
+                h.seq = doc.version;
+                changed.push((h, cancel));
+            }
+            None => changed.push((TaskRecord::new(task, document, doc.version), false)),
+        }
+    }
+    for refusal in &refusals {
+        tracing::warn!("refused: {refusal}");
+    }
+    if !refusals.is_empty() {
+        let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+        for r in refusals {
+            s.refused.push(Refusal {
+                at: chrono::Utc::now().timestamp(),
+                message: r,
+            });
+        }
+        let excess = s.refused.len().saturating_sub(MAX_REFUSALS);
+        s.refused.drain(..excess);
+    }
+    for (mut record, cancel) in changed {
+        let running = agent
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let is_new = record.report_seq == 0;
+        agent
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.task.id.clone(), record.clone());
+        if cancel && running.as_deref() == Some(record.task.id.as_str()) {
+            agent.cancelled.notify_one();
+        } else if is_new {
+            record.message = format!(
+                "heard of task {}: {} {}",
+                record.task.id, record.task.package, record.task.version
+            );
+            agent.commit(&mut record).await;
+        } else {
+            let saved = record.clone();
+            let a = agent.clone();
+            let _ = tokio::task::spawn_blocking(move || a.records.save(&saved)).await;
+        }
+    }
+    agent.wake.notify_one();
+}
+
+/// Keeps two agents from working on one data directory; released when the
+/// file closes (also when the process dies).
+fn lock(layout: &AgentLayout) -> Result<std::fs::File, AgentError> {
+    let path = layout.lock();
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AgentError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AgentError::DataDir(format!(
+            "another `ferry agent run` is using {} (it holds {})",
+            layout.data().display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(AgentError::io(&path, e)),
+    }
+}

@@ -1,0 +1,143 @@
+//! Tasks as the hub signed them: the task body an admin reads and the
+//! signed document agents get, under one growing sequence number.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::{CatalogError, SqliteCatalog};
+
+/// One task as kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// `t` and a number.
+    pub id: String,
+    /// The task's sequence number: the signed document's version. A
+    /// changed task (cancelled) gets a new, higher one.
+    pub seq: u64,
+    /// Unix time of creation.
+    pub created_at: i64,
+    /// Unix time the signed document expires.
+    pub expires_at: i64,
+    /// The task body (JSON).
+    pub body: String,
+    /// The signed document (JSON) agents verify.
+    pub document: String,
+}
+
+/// Where tasks are kept.
+pub trait TaskStore: Send + Sync {
+    /// The highest sequence number used so far (0 if none).
+    fn last_task_seq(&self) -> Result<u64, CatalogError>;
+    /// Keeps a task durably, new or replacing the one with its id (whose
+    /// sequence number must be lower).
+    fn put_task(&self, task: &TaskRecord) -> Result<(), CatalogError>;
+    /// A task by id.
+    fn task(&self, id: &str) -> Result<Option<TaskRecord>, CatalogError>;
+    /// All tasks, oldest first.
+    fn tasks(&self) -> Result<Vec<TaskRecord>, CatalogError>;
+}
+
+fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        id: r.get(0)?,
+        seq: r.get::<_, i64>(1)? as u64,
+        created_at: r.get(2)?,
+        expires_at: r.get(3)?,
+        body: r.get(4)?,
+        document: r.get(5)?,
+    })
+}
+
+impl TaskStore for SqliteCatalog {
+    fn last_task_seq(&self) -> Result<u64, CatalogError> {
+        let conn = self.read();
+        let n: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM tasks", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    fn put_task(&self, task: &TaskRecord) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let held: Option<i64> = tx
+            .query_row("SELECT seq FROM tasks WHERE id = ?1", [&task.id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if held.is_some_and(|s| s as u64 >= task.seq) {
+            return Err(CatalogError::Invalid(format!(
+                "task {} is held with sequence {} already; a change needs a higher one",
+                task.id,
+                held.unwrap_or_default()
+            )));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO tasks (id, seq, created_at, expires_at, body, document)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                task.id,
+                task.seq as i64,
+                task.created_at,
+                task.expires_at,
+                task.body,
+                task.document
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn task(&self, id: &str) -> Result<Option<TaskRecord>, CatalogError> {
+        let conn = self.read();
+        Ok(conn
+            .query_row(
+                "SELECT id, seq, created_at, expires_at, body, document FROM tasks WHERE id = ?1",
+                [id],
+                record,
+            )
+            .optional()?)
+    }
+
+    fn tasks(&self) -> Result<Vec<TaskRecord>, CatalogError> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, seq, created_at, expires_at, body, document FROM tasks ORDER BY created_at, seq",
+        )?;
+        let rows = stmt.query_map([], record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, seq: u64) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            seq,
+            created_at: 10,
+            expires_at: 20,
+            body: "{}".into(),
+            document: format!("doc{seq}"),
+        }
+    }
+
+    #[test]
+    fn a_task_changes_only_to_a_higher_sequence_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(catalog.last_task_seq().unwrap(), 0);
+        catalog.put_task(&rec("t1", 1)).unwrap();
+        catalog.put_task(&rec("t2", 2)).unwrap();
+        catalog.put_task(&rec("t1", 3)).unwrap();
+        let err = catalog.put_task(&rec("t1", 3)).unwrap_err();
+        assert!(err.to_string().contains("higher"), "{err}");
+        assert_eq!(catalog.last_task_seq().unwrap(), 3);
+        drop(catalog);
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(catalog.task("t1").unwrap().unwrap().document, "doc3");
+        assert!(catalog.task("t9").unwrap().is_none());
+        let all: Vec<String> = catalog.tasks().unwrap().into_iter().map(|t| t.id).collect();
+        assert_eq!(all, ["t2", "t1"]);
+    }
+}

@@ -1,0 +1,82 @@
+//! `/v1/tasks`: admins (the publisher role) create, list, show and cancel
+//! tasks.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::{Json, http::StatusCode};
+use ferry_net::api::{ErrorCode, Role};
+use ferry_net::tasks::{Task, TaskCreated, TaskDetail, TaskSpec, TaskSummary, valid_task_id};
+
+use crate::HubState;
+use crate::tasks::TaskRefusal;
+
+use super::{ApiError, Caller};
+
+fn refusal(r: TaskRefusal) -> ApiError {
+    match r {
+        TaskRefusal::Invalid(m) => ApiError::bad_request(m),
+        TaskRefusal::NotFound(m) => ApiError::not_found(m),
+    }
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if valid_task_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{id:?} is not a task id (t and a number, as `ferry task list` shows)"
+        )))
+    }
+}
+
+/// `POST /v1/tasks`.
+pub(crate) async fn create(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+    Json(spec): Json<TaskSpec>,
+) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
+    caller.require(&[Role::Publisher], "creating tasks")?;
+    let created = state
+        .create_task(spec, &caller.0.id)
+        .await?
+        .map_err(refusal)?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /v1/tasks`.
+pub(crate) async fn list(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+) -> Result<Json<Vec<TaskSummary>>, ApiError> {
+    caller.require(&[Role::Publisher], "listing tasks")?;
+    Ok(Json(state.task_summaries().await?))
+}
+
+/// `GET /v1/tasks/{id}`.
+pub(crate) async fn show(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskDetail>, ApiError> {
+    caller.require(&[Role::Publisher], "reading tasks")?;
+    check_id(&id)?;
+    state.task_detail(&id).await?.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no task {id}; see `ferry task list`"),
+        )
+    })
+}
+
+/// `DELETE /v1/tasks/{id}`: cancels.
+pub(crate) async fn cancel(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
+    caller.require(&[Role::Publisher], "cancelling tasks")?;
+    check_id(&id)?;
+    Ok(Json(state.cancel_task(&id).await?.map_err(refusal)?))
+}

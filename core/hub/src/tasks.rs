@@ -1,0 +1,361 @@
+//! Tasks: created and cancelled by admins, signed with the control key,
+//! kept in the catalog, and held in memory for check-ins.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ferry_catalog::{ClientRecord, Role, TaskRecord};
+use ferry_content::PackageName;
+use ferry_net::api::Report;
+use ferry_net::tasks::{
+    TASK_DOCUMENT, TASK_REPORT, TargetStatus, Task, TaskCreated, TaskDetail, TaskProgress,
+    TaskSpec, TaskState, TaskSummary,
+};
+use ferry_serve::ClientIdentity;
+use tokio::sync::watch;
+
+use crate::state::blocking;
+use crate::{HubError, HubState};
+
+/// How long a task without a deadline stays valid for agents.
+pub const TASK_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// One signed task held for check-ins.
+#[derive(Debug, Clone)]
+struct Entry {
+    task: Task,
+    document: String,
+    expires_at: i64,
+}
+
+/// The tasks agents may be told of, and a version that grows with every
+/// change, for held check-ins.
+pub struct TaskBook {
+    entries: RwLock<Arc<Vec<Entry>>>,
+    version: watch::Sender<u64>,
+}
+
+impl TaskBook {
+    /// The book of `records` (as the catalog holds them).
+    pub(crate) fn new(records: Vec<TaskRecord>) -> Result<TaskBook, HubError> {
+        let version = records.iter().map(|r| r.seq).max().unwrap_or(0);
+        let entries = records.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        Ok(TaskBook {
+            entries: RwLock::new(Arc::new(entries)),
+            version: watch::channel(version).0,
+        })
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Entry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn put(&self, record: &TaskRecord) -> Result<(), HubError> {
+        let new = entry(record)?;
+        {
+            let mut guard = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            let mut entries: Vec<Entry> = guard.iter().cloned().collect();
+            entries.retain(|e| e.task.id != new.task.id);
+            entries.push(new);
+            *guard = Arc::new(entries);
+        }
+        self.version.send_modify(|v| *v = (*v).max(record.seq));
+        Ok(())
+    }
+
+    /// The task list version, for held check-ins.
+    pub fn version(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Unexpired signed tasks that may concern `caller`.
+    pub fn for_caller(&self, caller: &ClientIdentity) -> Vec<String> {
+        let now = now();
+        self.snapshot()
+            .iter()
+            .filter(|e| e.expires_at > now)
+            .filter(|e| match caller.role {
+                Role::Relay => e.task.may_target_site(caller.site.as_deref()),
+                _ => e.task.targets(&caller.id, caller.site.as_deref()),
+            })
+            .map(|e| e.document.clone())
+            .collect()
+    }
+}
+
+fn entry(record: &TaskRecord) -> Result<Entry, HubError> {
+    let task: Task = serde_json::from_str(&record.body)
+        .map_err(|e| HubError::DataDir(format!("task {} in the catalog: {e}", record.id)))?;
+    Ok(Entry {
+        task,
+        document: record.document.clone(),
+        expires_at: record.expires_at,
+    })
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Why a task request is refused, for the API's answer.
+#[derive(Debug)]
+pub enum TaskRefusal {
+    /// The request is wrong; the text says how.
+    Invalid(String),
+    /// No such task.
+    NotFound(String),
+}
+
+impl HubState {
+    /// Creates, signs and keeps a task; `by` is the admin's client id.
+    pub async fn create_task(
+        &self,
+        spec: TaskSpec,
+        by: &str,
+    ) -> Result<Result<TaskCreated, TaskRefusal>, HubError> {
+        let refuse = |m: String| Ok(Err(TaskRefusal::Invalid(m)));
+        let Ok(name) = PackageName::new(&spec.package) else {
+            return refuse(format!("{:?} is not a package name", spec.package));
+        };
+        let Ok(req) = semver::VersionReq::parse(&spec.requirement) else {
+            return refuse(format!(
+                "{:?} is not a version requirement (try ^1.2, =1.2.3, *)",
+                spec.requirement
+            ));
+        };
+        if spec.targets.is_empty() {
+            return refuse("name at least one target: --target site:NAME or agent:ID".into());
+        }
+        let mut sites = Vec::new();
+        let mut agents = Vec::new();
+        for target in &spec.targets {
+            match target.split_once(':') {
+                Some(("site", s)) if crate::tokens::validate_site(s).is_ok() => {
+                    sites.push(s.to_owned())
+                }
+                Some(("agent", a)) if !a.is_empty() && a.len() <= 64 => agents.push(a.to_owned()),
+                Some(("group", _)) => {
+                    return refuse(format!(
+                        "target {target:?}: groups are not supported yet; name sites or agents"
+                    ));
+                }
+                _ => {
+                    return refuse(format!("target {target:?} is not site:NAME or agent:ID"));
+                }
+            }
+        }
+        let now = now();
+        if let Some(deadline) = spec.deadline
+            && deadline <= now
+        {
+            return refuse("the deadline is in the past".into());
+        }
+        if let (Some(nb), Some(dl)) = (spec.not_before, spec.deadline)
+            && nb >= dl
+        {
+            return refuse("--not-before must be earlier than --deadline".into());
+        }
+        if spec.precache_only && spec.install_from_cache_only {
+            return refuse(
+                "--precache-only and --install-from-cache-only exclude each other".into(),
+            );
+        }
+        // The newest signed version matching the requirement.
+        let signed = self.signed_targets();
+        let catalog = self.catalog.clone();
+        let lookup = name.clone();
+        let versions = blocking(move || catalog.list_versions(Some(&lookup))).await??;
+        let Some(chosen) = versions
+            .into_iter()
+            .filter(|v| signed.contains(&v.target) && req.matches(&v.version))
+            .max_by(|a, b| a.version.cmp(&b.version))
+        else {
+            return refuse(format!(
+                "no published version of {name} matches {req}; see `ferry packages {name}`"
+            ));
+        };
+        let expires_at = spec
+            .deadline
+            .unwrap_or(now + TASK_LIFETIME.as_secs() as i64);
+        let _serial = self.task_lock.lock().await;
+        let catalog = self.catalog.clone();
+        let seq = blocking(move || catalog.last_task_seq()).await?? + 1;
+        let task = Task {
+            id: format!("t{seq}"),
+            package: name.to_string(),
+            version: chosen.version.to_string(),
+            requirement: req.to_string(),
+            sites,
+            agents,
+            not_before: spec.not_before,
+            deadline: spec.deadline,
+            multicast: spec.multicast,
+            multicast_delay_s: spec.multicast_delay_s,
+            precache_only: spec.precache_only,
+            install_from_cache_only: spec.install_from_cache_only,
+            params: spec.params,
+            cancelled: false,
+            created_at: now,
+            created_by: by.to_owned(),
+        };
+        self.keep_task(&task, seq, expires_at).await?;
+        Ok(Ok(TaskCreated {
+            id: task.id,
+            version: task.version,
+            expires_at,
+        }))
+    }
+
+    /// Cancels a task: signs it again, cancelled, under a new sequence
+    /// number. Cancelling a cancelled task changes nothing.
+    pub async fn cancel_task(&self, id: &str) -> Result<Result<Task, TaskRefusal>, HubError> {
+        let _serial = self.task_lock.lock().await;
+        let catalog = self.catalog.clone();
+        let lookup = id.to_owned();
+        let Some(record) = blocking(move || catalog.task(&lookup)).await?? else {
+            return Ok(Err(TaskRefusal::NotFound(format!("no task {id}"))));
+        };
+        let mut task = entry(&record)?.task;
+        if task.cancelled {
+            return Ok(Ok(task));
+        }
+        task.cancelled = true;
+        let catalog = self.catalog.clone();
+        let seq = blocking(move || catalog.last_task_seq()).await?? + 1;
+        self.keep_task(&task, seq, record.expires_at).await?;
+        Ok(Ok(task))
+    }
+
+    async fn keep_task(&self, task: &Task, seq: u64, expires_at: i64) -> Result<(), HubError> {
+        let lifetime = Duration::from_secs((expires_at - now()).max(1) as u64);
+        let body = serde_json::to_value(task).map_err(|e| HubError::DataDir(e.to_string()))?;
+        let tuf = self.tuf.clone();
+        let document =
+            blocking(move || tuf.sign_document(TASK_DOCUMENT, seq, lifetime, body)).await??;
+        let record = TaskRecord {
+            id: task.id.clone(),
+            seq,
+            created_at: task.created_at,
+            expires_at,
+            body: serde_json::to_string(task).map_err(|e| HubError::DataDir(e.to_string()))?,
+            document: String::from_utf8(document)
+                .map_err(|e| HubError::DataDir(format!("a signed task is not text: {e}")))?,
+        };
+        let catalog = self.catalog.clone();
+        let kept = record.clone();
+        blocking(move || catalog.put_task(&kept)).await??;
+        self.tasks.put(&record)?;
+        tracing::info!(task = %task.id, seq, cancelled = task.cancelled, "task signed");
+        Ok(())
+    }
+
+    /// Every task with its targets counted by state.
+    pub async fn task_summaries(&self) -> Result<Vec<TaskSummary>, HubError> {
+        let catalog = self.catalog.clone();
+        let records = blocking(move || catalog.tasks()).await??;
+        let mut out = Vec::new();
+        for record in records {
+            out.push(self.task_detail_of(&record).await?.summary);
+        }
+        Ok(out)
+    }
+
+    /// One task with each target's state.
+    pub async fn task_detail(&self, id: &str) -> Result<Option<TaskDetail>, HubError> {
+        let catalog = self.catalog.clone();
+        let lookup = id.to_owned();
+        let Some(record) = blocking(move || catalog.task(&lookup)).await?? else {
+            return Ok(None);
+        };
+        Ok(Some(self.task_detail_of(&record).await?))
+    }
+
+    async fn task_detail_of(&self, record: &TaskRecord) -> Result<TaskDetail, HubError> {
+        let task = entry(record)?.task;
+        let catalog = self.catalog.clone();
+        let id = task.id.clone();
+        let (reports, clients) = blocking(move || {
+            Ok::<_, HubError>((
+                catalog.reports_about(TASK_REPORT, &id)?,
+                catalog.list_clients()?,
+            ))
+        })
+        .await??;
+        Ok(detail(task, record.expires_at, &reports, &clients))
+    }
+}
+
+/// Each target's newest report, and the totals: targets are the enrolled
+/// agents the task names (by site or id) and any agent that reported on it.
+fn detail(task: Task, expires_at: i64, reports: &[Report], clients: &[ClientRecord]) -> TaskDetail {
+    let mut targets: BTreeMap<String, TargetStatus> = BTreeMap::new();
+    for c in clients {
+        if c.role == Role::Agent && c.revoked_at.is_none() && task.targets(&c.id, c.site.as_deref())
+        {
+            targets.insert(
+                c.id.clone(),
+                TargetStatus {
+                    agent: c.id.clone(),
+                    site: c.site.clone(),
+                    updated_at: None,
+                    progress: None,
+                },
+            );
+        }
+    }
+    for id in &task.agents {
+        targets.entry(id.clone()).or_insert_with(|| TargetStatus {
+            agent: id.clone(),
+            site: None,
+            updated_at: None,
+            progress: None,
+        });
+    }
+    for report in reports {
+        let Ok(progress) = serde_json::from_value::<TaskProgress>(report.body.clone()) else {
+            continue;
+        };
+        let site = clients
+            .iter()
+            .find(|c| c.id == report.agent)
+            .and_then(|c| c.site.clone());
+        let target = targets
+            .entry(report.agent.clone())
+            .or_insert_with(|| TargetStatus {
+                agent: report.agent.clone(),
+                site,
+                updated_at: None,
+                progress: None,
+            });
+        if target
+            .progress
+            .as_ref()
+            .is_none_or(|p| p.seq < progress.seq)
+        {
+            target.updated_at = Some(report.created_at);
+            target.progress = Some(progress);
+        }
+    }
+    let mut states: BTreeMap<TaskState, u64> = BTreeMap::new();
+    let mut bytes = BTreeMap::new();
+    for t in targets.values() {
+        let state = t.progress.as_ref().map_or(TaskState::Pending, |p| p.state);
+        *states.entry(state).or_default() += 1;
+        for (source, n) in t.progress.iter().flat_map(|p| p.bytes.iter()) {
+            *bytes.entry(*source).or_default() += n;
+        }
+    }
+    TaskDetail {
+        summary: TaskSummary {
+            task,
+            expires_at,
+            states,
+            bytes,
+        },
+        targets: targets.into_values().collect(),
+    }
+}

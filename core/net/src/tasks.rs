@@ -1,0 +1,455 @@
+//! Tasks on the wire: what an admin asks for, what the hub signs, what an
+//! agent hears at check-in and reports back.
+//!
+//! A task is signed by the hub's control key as a `ferry-task` document
+//! (`ferry_trust::documents`) whose body is a [`Task`]; its document
+//! version is the hub's task sequence number, which grows with every new
+//! or changed task, so an agent keeping the highest it saw per task refuses
+//! replays and an un-cancel.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The document kind of a signed task (`ferry-task`).
+pub const TASK_DOCUMENT: &str = "task";
+/// The report kind an agent uses for a task's progress.
+pub const TASK_REPORT: &str = "task";
+/// The report kind an agent uses for its inventory.
+pub const INVENTORY_REPORT: &str = "inventory";
+/// Longest a check-in is held open waiting for news, in seconds: below a
+/// client's 30 s wait for an answer's headers.
+pub const MAX_CHECKIN_WAIT: u64 = 20;
+
+/// `POST /v1/tasks`: what an admin asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Package name.
+    pub package: String,
+    /// Version requirement; resolved at creation to the newest signed
+    /// version matching it.
+    pub requirement: String,
+    /// `site:NAME` or `agent:ID`, at least one.
+    pub targets: Vec<String>,
+    /// Unix time before which agents do not start.
+    #[serde(default)]
+    pub not_before: Option<i64>,
+    /// Unix time by which it must be done; agents refuse it afterwards.
+    #[serde(default)]
+    pub deadline: Option<i64>,
+    /// Subnet multicast is allowed.
+    #[serde(default)]
+    pub multicast: bool,
+    /// Seconds a subnet waits for agents to join a multicast session.
+    #[serde(default)]
+    pub multicast_delay_s: Option<u32>,
+    /// Download and keep only; do not install.
+    #[serde(default)]
+    pub precache_only: bool,
+    /// Install only what is already cached once the install may start;
+    /// never download after `not_before`.
+    #[serde(default)]
+    pub install_from_cache_only: bool,
+    /// Install-step parameters laid over the package's own.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+/// The body of a signed task: everything an agent acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// The task's id, `t` and a number.
+    pub id: String,
+    /// Package name.
+    pub package: String,
+    /// The exact version to deploy.
+    pub version: String,
+    /// The requirement the admin gave.
+    pub requirement: String,
+    /// Sites whose agents are targets.
+    pub sites: Vec<String>,
+    /// Agents that are targets by id.
+    pub agents: Vec<String>,
+    /// Unix time before which agents do not start.
+    pub not_before: Option<i64>,
+    /// Unix time by which it must be done.
+    pub deadline: Option<i64>,
+    /// Subnet multicast is allowed.
+    pub multicast: bool,
+    /// Seconds a subnet waits for agents to join a multicast session.
+    pub multicast_delay_s: Option<u32>,
+    /// Download and keep only.
+    pub precache_only: bool,
+    /// Never download after `not_before`.
+    pub install_from_cache_only: bool,
+    /// Install-step parameters laid over the package's own.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Cancelled: agents stop and drop what they pinned for it.
+    pub cancelled: bool,
+    /// Unix time of creation.
+    pub created_at: i64,
+    /// Client id of the admin who created it.
+    pub created_by: String,
+}
+
+impl Task {
+    /// Whether the agent `id` of `site` is one of the task's targets.
+    pub fn targets(&self, id: &str, site: Option<&str>) -> bool {
+        self.agents.iter().any(|a| a == id)
+            || site.is_some_and(|s| self.sites.iter().any(|t| t == s))
+    }
+
+    /// Whether any agent of `site` may be a target (for a relay, which
+    /// passes tasks on to its site's agents).
+    pub fn may_target_site(&self, site: Option<&str>) -> bool {
+        !self.agents.is_empty() || site.is_some_and(|s| self.sites.iter().any(|t| t == s))
+    }
+}
+
+/// `POST /v1/tasks` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCreated {
+    /// The new task's id.
+    pub id: String,
+    /// The version the requirement resolved to.
+    pub version: String,
+    /// Unix time the signed task expires.
+    pub expires_at: i64,
+}
+
+/// `POST /v1/checkin` request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckinRequest {
+    /// The task list version the caller holds; the answer waits until the
+    /// server's passes it (or the wait ends).
+    pub after: u64,
+}
+
+/// `POST /v1/checkin` answer: the signed tasks that may concern the caller.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckinResponse {
+    /// The server's task list version.
+    pub version: u64,
+    /// `hub` or `relay`: what kind of source the server is.
+    pub server: String,
+    /// Signed task documents (JSON text), unexpired, cancelled ones
+    /// included so agents learn of the cancellation.
+    pub tasks: Vec<String>,
+}
+
+/// Where an agent is with a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    /// Known, not started.
+    Pending,
+    /// Waiting for `not_before`, or for a retry.
+    Waiting,
+    /// Getting the bytes.
+    Downloading,
+    /// Every byte is cached and verified.
+    Downloaded,
+    /// The installer runs.
+    Installing,
+    /// Done.
+    Installed,
+    /// Given up; the reason says why.
+    Failed,
+    /// Cancelled by the admin.
+    Cancelled,
+}
+
+impl TaskState {
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Waiting => "waiting",
+            TaskState::Downloading => "downloading",
+            TaskState::Downloaded => "downloaded",
+            TaskState::Installing => "installing",
+            TaskState::Installed => "installed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Nothing more will happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Installed | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// The subnet's multicast session.
+    Multicast,
+    /// Agents on the same LAN.
+    Peer,
+    /// The site's relay.
+    Relay,
+    /// The hub.
+    Hub,
+    /// A mirror by URL.
+    Mirror,
+    /// Content already on the machine (earlier versions, resumed fetches).
+    Local,
+}
+
+impl SourceKind {
+    /// The source kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Multicast => "multicast",
+            SourceKind::Peer => "peer",
+            SourceKind::Relay => "relay",
+            SourceKind::Hub => "hub",
+            SourceKind::Mirror => "mirror",
+            SourceKind::Local => "local",
+        }
+    }
+}
+
+/// Bytes an agent got for a task, by source kind.
+pub type BytesBySource = BTreeMap<SourceKind, u64>;
+
+/// Why a task is stuck, failed, or used another source than planned.
+/// Stable: scripts and consoles match these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReasonCode {
+    /// The relay did not answer (connect or stall timeout).
+    RelayUnreachable,
+    /// The hub did not answer.
+    HubUnreachable,
+    /// A mirror did not answer.
+    MirrorUnreachable,
+    /// A source sent bytes that do not match the signed metadata.
+    BadBytesFromSource,
+    /// A source sent too slowly.
+    SourceTooSlow,
+    /// The relay answers but does not serve the version yet (it is
+    /// syncing); the agent waits for it, up to its patience.
+    RelaySyncing,
+    /// No multicast session exists for the task on this subnet.
+    MulticastUnavailable,
+    /// No peer on the LAN holds the content.
+    PeerUnavailable,
+    /// Every planned source failed.
+    NoSourceLeft,
+    /// Waiting for the task's `not_before`.
+    NotBefore,
+    /// The install may not download any more and the content is not cached.
+    NotCached,
+    /// The deadline passed.
+    DeadlinePassed,
+    /// The disk is full.
+    DiskFull,
+    /// The installer failed.
+    InstallerFailed,
+    /// No installer plugin matches the package's install step.
+    InstallerMissing,
+    /// The signed metadata lists no such version.
+    PackageNotFound,
+    /// The signed task did not verify (tampered, expired, replayed).
+    TaskRefused,
+    /// Any other local failure; the message says what.
+    LocalError,
+}
+
+impl ReasonCode {
+    /// The code as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::RelayUnreachable => "relay-unreachable",
+            ReasonCode::HubUnreachable => "hub-unreachable",
+            ReasonCode::MirrorUnreachable => "mirror-unreachable",
+            ReasonCode::BadBytesFromSource => "bad-bytes-from-source",
+            ReasonCode::SourceTooSlow => "source-too-slow",
+            ReasonCode::RelaySyncing => "relay-syncing",
+            ReasonCode::MulticastUnavailable => "multicast-unavailable",
+            ReasonCode::PeerUnavailable => "peer-unavailable",
+            ReasonCode::NoSourceLeft => "no-source-left",
+            ReasonCode::NotBefore => "not-before",
+            ReasonCode::NotCached => "not-cached",
+            ReasonCode::DeadlinePassed => "deadline-passed",
+            ReasonCode::DiskFull => "disk-full",
+            ReasonCode::InstallerFailed => "installer-failed",
+            ReasonCode::InstallerMissing => "installer-missing",
+            ReasonCode::PackageNotFound => "package-not-found",
+            ReasonCode::TaskRefused => "task-refused",
+            ReasonCode::LocalError => "local-error",
+        }
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing that went another way than planned, with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// Why.
+    pub reason: ReasonCode,
+    /// The source concerned, if any.
+    pub source: Option<SourceKind>,
+    /// What happened, for the operator.
+    pub message: String,
+}
+
+/// The body of a task report: an agent's state for one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    /// The task.
+    pub task: String,
+    /// Grows with every report the agent makes for the task, so the
+    /// newest wins however reports arrive.
+    pub seq: u64,
+    /// The state.
+    pub state: TaskState,
+    /// Download or install progress, 0-100.
+    pub percent: u8,
+    /// The source bytes are coming from now.
+    pub source: Option<SourceKind>,
+    /// Bytes received so far, by source.
+    pub bytes: BytesBySource,
+    /// Why it is stuck or failed, if it is.
+    pub reason: Option<ReasonCode>,
+    /// Fallbacks and refusals so far (at most the last 16).
+    pub incidents: Vec<Incident>,
+    /// One line for the operator.
+    pub message: String,
+}
+
+/// What an agent reports about its machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Host name.
+    pub hostname: String,
+    /// Operating system.
+    pub os: String,
+    /// CPU architecture.
+    pub arch: String,
+    /// Addresses with their prefix length (`10.1.2.3/24`).
+    pub addresses: Vec<String>,
+    /// Free bytes where the agent keeps its cache.
+    pub free_disk: u64,
+    /// On battery power, if known.
+    pub on_battery: Option<bool>,
+    /// The server the agent checks in with.
+    pub server: String,
+    /// Ferry's version.
+    pub ferry_version: String,
+}
+
+/// `GET /v1/tasks` row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// The task as signed.
+    pub task: Task,
+    /// Unix time the signed task expires.
+    pub expires_at: i64,
+    /// Targets known by state.
+    pub states: BTreeMap<TaskState, u64>,
+    /// Bytes by source, summed over the targets.
+    pub bytes: BytesBySource,
+}
+
+/// One target's row in `GET /v1/tasks/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    /// The agent.
+    pub agent: String,
+    /// Its site.
+    pub site: Option<String>,
+    /// Unix time of its last report for the task.
+    pub updated_at: Option<i64>,
+    /// Its last report, `None` if it sent none yet (shown as pending).
+    pub progress: Option<TaskProgress>,
+}
+
+/// `GET /v1/tasks/{id}` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    /// The summary.
+    pub summary: TaskSummary,
+    /// Each target.
+    pub targets: Vec<TargetStatus>,
+}
+
+/// Checks a task id's form (`t` and digits).
+pub fn valid_task_id(id: &str) -> bool {
+    id.len() > 1
+        && id.len() <= 24
+        && id.starts_with('t')
+        && id[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            id: "t1".into(),
+            package: "app".into(),
+            version: "1.0.0".into(),
+            requirement: "^1".into(),
+            sites: vec!["berlin".into()],
+            agents: vec!["pc-9".into()],
+            not_before: None,
+            deadline: None,
+            multicast: false,
+            multicast_delay_s: None,
+            precache_only: false,
+            install_from_cache_only: false,
+            params: BTreeMap::new(),
+            cancelled: false,
+            created_at: 0,
+            created_by: "admin".into(),
+        }
+    }
+
+    #[test]
+    fn a_task_targets_its_sites_and_agents_only() {
+        let t = task();
+        assert!(t.targets("pc-1", Some("berlin")));
+        assert!(t.targets("pc-9", Some("paris")));
+        assert!(!t.targets("pc-1", Some("paris")));
+        assert!(!t.targets("pc-1", None));
+        let mut site_only = t.clone();
+        site_only.agents.clear();
+        assert!(site_only.may_target_site(Some("berlin")));
+        assert!(!site_only.may_target_site(Some("paris")));
+        assert!(
+            t.may_target_site(Some("paris")),
+            "agent targets may be anywhere"
+        );
+    }
+
+    #[test]
+    fn reason_codes_are_spelled_as_on_the_wire() {
+        for code in [ReasonCode::RelayUnreachable, ReasonCode::BadBytesFromSource] {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::from(code.as_str()));
+        }
+        assert!(valid_task_id("t42"));
+        assert!(!valid_task_id("t"));
+        assert!(!valid_task_id("x42"));
+        assert!(!valid_task_id("t4/2"));
+    }
+}
