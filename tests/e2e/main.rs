@@ -1,6 +1,7 @@
 //! End-to-end tests: the built `ferry` binary as real processes, over real
 //! TLS sockets, on real files. One test binary, so it links once.
 
+mod agents;
 mod attacks;
 mod bad_input;
 mod enrollment;

@@ -7,6 +7,7 @@
 //! temporary directory that is removed, when the test's values drop, also
 //! when the test fails.
 
+pub mod agent;
 pub mod mirror;
 pub mod netns;
 pub mod plugins;

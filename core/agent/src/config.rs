@@ -140,8 +140,10 @@ impl AgentConfig {
                 self.install_root.display()
             ));
         }
-        if self.checkin_wait > Duration::from_secs(ferry_net::tasks::MAX_CHECKIN_WAIT) {
-            return Err("checkin-wait is at most 20s".into());
+        if self.checkin_wait > Duration::from_secs(ferry_net::tasks::MAX_CHECKIN_WAIT)
+            || self.checkin_wait < Duration::from_secs(1)
+        {
+            return Err("checkin-wait is between 1s and 20s".into());
         }
         if self.retry.attempts == 0 {
             return Err("retry.attempts must be at least 1".into());

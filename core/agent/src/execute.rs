@@ -41,10 +41,14 @@ pub(crate) struct Agent {
     pub(crate) tasks: Mutex<BTreeMap<String, TaskRecord>>,
     /// Woken when a task arrives or changes.
     pub(crate) wake: tokio::sync::Notify,
-    /// Woken when the running task is cancelled.
-    pub(crate) cancelled: tokio::sync::Notify,
-    /// The task being worked on.
-    pub(crate) running: Mutex<Option<String>>,
+    /// Woken when a task is cancelled.
+    cancelled: tokio::sync::Notify,
+    /// Tasks cancelled while they may be running.
+    cancels: Mutex<std::collections::HashSet<String>>,
+    /// An installer is running (it is not interrupted by a cancellation).
+    installing: std::sync::atomic::AtomicBool,
+    /// Record changes, one at a time.
+    writing: tokio::sync::Mutex<()>,
     /// What is known of each source kind.
     health: Mutex<BTreeMap<SourceKind, SourceHealth>>,
 }
@@ -123,7 +127,9 @@ impl Agent {
             tasks: Mutex::new(tasks),
             wake: tokio::sync::Notify::new(),
             cancelled: tokio::sync::Notify::new(),
-            running: Mutex::new(None),
+            cancels: Mutex::new(std::collections::HashSet::new()),
+            installing: std::sync::atomic::AtomicBool::new(false),
+            writing: tokio::sync::Mutex::new(()),
             health: Mutex::new(BTreeMap::new()),
         }
     }
@@ -132,11 +138,33 @@ impl Agent {
         *self.server_kind.lock().unwrap_or_else(|p| p.into_inner()) == "relay"
     }
 
-    /// Saves `record`, reports it, and updates the in-memory copy. A
-    /// report that cannot be kept is logged: the task's state on disk is
-    /// what the next report will carry.
-    pub(crate) async fn commit(self: &Arc<Self>, record: &mut TaskRecord) {
-        record.report_seq += 1;
+    /// Saves `record`, reports it, and updates the in-memory copy: the one
+    /// way a task's record changes, one at a time, so the newest state is
+    /// what lies on disk. What the signed task says (and its version) is
+    /// taken from whichever copy is newer, so a change heard at check-in
+    /// (a cancellation) is never undone; a record already done is not
+    /// replaced by one that is not. Returns `false` when the held record
+    /// was done already (the caller's copy is then that record). A report
+    /// that cannot be kept is logged: the next report carries the state.
+    pub(crate) async fn commit(self: &Arc<Self>, record: &mut TaskRecord) -> bool {
+        let _order = self.writing.lock().await;
+        {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(held) = tasks.get(&record.task.id) {
+                if held.is_done() && !record.is_done() {
+                    *record = held.clone();
+                    return false;
+                }
+                if held.seq > record.seq {
+                    record.task = held.task.clone();
+                    record.document = held.document.clone();
+                    record.seq = held.seq;
+                }
+                record.report_seq = record.report_seq.max(held.report_seq);
+            }
+            record.report_seq += 1;
+            tasks.insert(record.task.id.clone(), record.clone());
+        }
         let progress = TaskProgress {
             task: record.task.id.clone(),
             seq: record.report_seq,
@@ -148,10 +176,6 @@ impl Agent {
             incidents: record.incidents.clone(),
             message: record.message.clone(),
         };
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.task.id.clone(), record.clone());
         let agent = self.clone();
         let saved = record.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -177,6 +201,67 @@ impl Agent {
             "{}",
             record.message
         );
+        true
+    }
+
+    /// Takes a newer signed version of a held task (heard at check-in)
+    /// without touching where the agent is with it; returns whether the
+    /// task became cancelled.
+    pub(crate) async fn update_task(
+        self: &Arc<Self>,
+        task: ferry_net::tasks::Task,
+        document: String,
+        seq: u64,
+    ) -> bool {
+        let _order = self.writing.lock().await;
+        let saved = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(held) = tasks.get_mut(&task.id) else {
+                return false;
+            };
+            if held.seq >= seq {
+                return false;
+            }
+            held.task = task;
+            held.document = document;
+            held.seq = seq;
+            held.clone()
+        };
+        let cancelled = saved.task.cancelled;
+        let agent = self.clone();
+        let id = saved.task.id.clone();
+        match tokio::task::spawn_blocking(move || agent.records.save(&saved)).await {
+            Ok(Ok(())) => {}
+            other => tracing::error!(task = %id, "cannot keep the task's new version: {other:?}"),
+        }
+        if cancelled {
+            self.cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id);
+            self.cancelled.notify_waiters();
+        }
+        cancelled
+    }
+
+    /// Resolves once task `id` is asked to be cancelled.
+    async fn cancel_requested(&self, id: &str) {
+        loop {
+            let notified = self.cancelled.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a cancellation between the
+            // two is not missed.
+            notified.as_mut().enable();
+            if self
+                .cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id)
+            {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// When the next waiting task is due, if any.
@@ -196,7 +281,9 @@ impl Agent {
         let retry = r.next_attempt_at.unwrap_or(0);
         let start = match r.task.not_before {
             // Content for an install-from-cache task is fetched ahead.
-            Some(_) if r.task.install_from_cache_only && r.state < TaskState::Downloaded => 0,
+            Some(_) if r.task.install_from_cache_only && !r.content_ready => 0,
+            // Due at once to say it waits, then at its time.
+            Some(_) if r.reason != Some(ReasonCode::NotBefore) => 0,
             Some(nb) => nb,
             None => 0,
         };
@@ -216,20 +303,43 @@ impl Agent {
     }
 
     /// Takes `record` as far as it can go now.
-    pub(crate) async fn drive(self: &Arc<Self>, mut record: TaskRecord) {
+    pub(crate) async fn drive(self: &Arc<Self>, record: TaskRecord) {
         let id = record.task.id.clone();
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-        let outcome = tokio::select! {
-            outcome = self.step(&mut record) => Some(outcome),
-            _ = self.cancelled.notified() => None,
+        // The newest record: a change may have arrived since it was picked.
+        let mut record = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or(record);
+        self.installing.store(false, Ordering::SeqCst);
+        let outcome = {
+            let step = self.step(&mut record);
+            tokio::pin!(step);
+            loop {
+                tokio::select! {
+                    outcome = &mut step => break Some(outcome),
+                    _ = self.cancel_requested(&id) => {
+                        // An installer running is let finish: stopping it
+                        // half-way would leave the machine half-installed.
+                        if self.installing.load(Ordering::SeqCst) {
+                            self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                            continue;
+                        }
+                        break None;
+                    }
+                }
+            }
         };
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         match outcome {
             Some(Ok(())) => {}
             Some(Err(failure)) => self.failed(&mut record, failure).await,
             None => {
-                // The newest record (with the cancelled task) replaces the
-                // one the step worked on.
                 let latest = self
                     .tasks
                     .lock()
@@ -310,8 +420,8 @@ impl Agent {
             return Ok(());
         }
         let before_window = task.not_before.is_some_and(|nb| now < nb);
-        if before_window && !(task.install_from_cache_only && record.state < TaskState::Downloaded)
-        {
+        let fetch_ahead = task.install_from_cache_only && !record.content_ready;
+        if before_window && !fetch_ahead {
             if record.reason != Some(ReasonCode::NotBefore) {
                 record.state = TaskState::Waiting;
                 record.reason = Some(ReasonCode::NotBefore);
@@ -336,7 +446,38 @@ impl Agent {
             retry: false,
         })?;
         let cache_only = task.install_from_cache_only && !before_window;
-        let manifest = self.download(record, &name, &version, cache_only).await?;
+        // Downloads end at the deadline, and a download ahead of an
+        // install-from-cache task's window ends when the window opens.
+        let ahead_until = task.not_before.filter(|_| before_window);
+        let limit = [ahead_until, task.deadline].into_iter().flatten().min();
+        let manifest = match limit {
+            Some(at) => {
+                let left = Duration::from_secs((at - now).max(0) as u64);
+                match tokio::time::timeout(left, self.download(record, &name, &version, cache_only))
+                    .await
+                {
+                    Ok(done) => done?,
+                    Err(_) if Some(at) == task.deadline => {
+                        return Err(Failure {
+                            reason: ReasonCode::DeadlinePassed,
+                            message: "the deadline passed during the download".into(),
+                            retry: false,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(Failure {
+                            reason: ReasonCode::NotCached,
+                            message: "the install window opened before the content was \
+                                      cached; an install-from-cache-only task never downloads \
+                                      inside its window"
+                                .into(),
+                            retry: false,
+                        });
+                    }
+                }
+            }
+            None => self.download(record, &name, &version, cache_only).await?,
+        };
         if task.precache_only {
             return Ok(());
         }
@@ -713,49 +854,40 @@ impl Agent {
         let seen = Arc::new(AtomicU64::new(0));
         let counter = seen.clone();
         let started = std::time::Instant::now();
-        // Progress is reported every 2 s while bytes arrive.
-        let reporter = {
-            let agent = self.clone();
-            let seen = seen.clone();
-            let mut shown = record.clone();
-            tokio::spawn(async move {
-                let mut last = 0;
-                loop {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+        let fetch = ferry_transfer::fetch_objects(&client, &self.local, manifest, move |n| {
+            counter.fetch_add(n, Ordering::Relaxed);
+        });
+        tokio::pin!(fetch);
+        // Progress is reported every 2 s while bytes arrive, from this same
+        // future: nothing outlives the fetch.
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.tick().await;
+        let mut last = 0;
+        let fetched = loop {
+            tokio::select! {
+                fetched = &mut fetch => break fetched,
+                _ = tick.tick() => {
                     let now = seen.load(Ordering::Relaxed);
                     if now != last {
                         last = now;
-                        shown.percent = ((now.min(total) * 100) / total) as u8;
-                        agent.commit(&mut shown).await;
+                        record.percent = ((now.min(total) * 100) / total) as u8;
+                        self.commit(record).await;
                     }
                 }
-            })
+            }
         };
-        let fetched = ferry_transfer::fetch_objects(&client, &self.local, manifest, move |n| {
-            counter.fetch_add(n, Ordering::Relaxed);
-        })
-        .await;
-        reporter.abort();
-        let _ = reporter.await;
-        // The reporter's commits advanced the report number.
-        if let Some(latest) = self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&record.task.id)
-        {
-            record.report_seq = record.report_seq.max(latest.report_seq);
-        }
         match fetched {
             Ok(report) => {
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 let bps = (report.bytes_downloaded as f64 * 8.0 / secs) as u64;
                 self.note_health(kind, true, Some(bps));
-                *record.bytes.entry(kind).or_default() +=
-                    report.bytes_downloaded + report.bytes_delta;
-                let local = report.bytes_reused + report.bytes_resumed;
+                let got = record.bytes.entry(kind).or_default();
+                *got =
+                    got.saturating_add(report.bytes_downloaded.saturating_add(report.bytes_delta));
+                let local = report.bytes_reused.saturating_add(report.bytes_resumed);
                 if local > 0 {
-                    *record.bytes.entry(SourceKind::Local).or_default() += local;
+                    let held = record.bytes.entry(SourceKind::Local).or_default();
+                    *held = held.saturating_add(local);
                 }
                 Ok(())
             }
@@ -782,6 +914,7 @@ impl Agent {
                 retry: false,
             });
         };
+        self.installing.store(true, Ordering::SeqCst);
         record.state = TaskState::Installing;
         record.percent = 0;
         record.reason = None;
@@ -789,11 +922,18 @@ impl Agent {
         self.commit(record).await;
         let staged = self.layout.staging().join(&record.task.id);
         {
+            // What an interrupted install left is staged again.
             let staged = staged.clone();
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staged)).await;
-        }
-        if let Some(parent) = staged.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Failure::local(e, false))?;
+            tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&staged);
+                match staged.parent() {
+                    Some(parent) => std::fs::create_dir_all(parent),
+                    None => Ok(()),
+                }
+            })
+            .await
+            .map_err(|e| Failure::local(e, false))?
+            .map_err(|e| Failure::local(e, false))?;
         }
         ferry_transfer::materialize(&self.local, manifest, &staged)
             .await

@@ -57,9 +57,10 @@ impl Outbox {
     }
 }
 
-/// Sends kept reports to `server`, oldest first, forgetting each batch
-/// once the server acknowledged it.
-pub(crate) async fn forward(outbox: Arc<Outbox>, server: HubClient) {
+/// Sends kept reports to `server` (past it, to `fallback`: the hub),
+/// oldest first, forgetting each batch once acknowledged. The hub keeps a
+/// report once however often it arrives, also through both ways.
+pub(crate) async fn forward(outbox: Arc<Outbox>, server: HubClient, fallback: Option<HubClient>) {
     let mut failures = 0u32;
     loop {
         let batch = {
@@ -90,12 +91,15 @@ pub(crate) async fn forward(outbox: Arc<Outbox>, server: HubClient) {
             continue;
         }
         let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
-        let sent = server
-            .post_json::<_, ReportAck>(
-                routes::relative(routes::REPORTS),
-                &ReportBatch { reports: batch },
-            )
-            .await;
+        let batch = ReportBatch { reports: batch };
+        let path = routes::relative(routes::REPORTS);
+        let mut sent = server.post_json::<_, ReportAck>(path, &batch).await;
+        if sent.is_err()
+            && failures > 0
+            && let Some(hub) = &fallback
+        {
+            sent = hub.post_json::<_, ReportAck>(path, &batch).await;
+        }
         match sent {
             Ok(_) => {
                 failures = 0;

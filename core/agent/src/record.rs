@@ -43,6 +43,9 @@ pub struct TaskRecord {
     pub next_attempt_at: Option<i64>,
     /// The number of the last report made.
     pub report_seq: u64,
+    /// Every byte of the package is cached and verified.
+    #[serde(default)]
+    pub content_ready: bool,
 }
 
 impl TaskRecord {
@@ -62,6 +65,7 @@ impl TaskRecord {
             attempts: 0,
             next_attempt_at: None,
             report_seq: 0,
+            content_ready: false,
         }
     }
 

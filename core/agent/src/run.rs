@@ -17,6 +17,9 @@ use crate::record::{Records, TaskRecord, load_installed};
 use crate::status::{AgentStatus, Refusal};
 use crate::{AgentConfig, AgentError, AgentLayout};
 
+/// How often an agent behind a relay also checks in at the hub.
+const HUB_CHECK_EVERY: Duration = Duration::from_secs(15 * 60);
+
 /// Most refusals kept in the status file.
 const MAX_REFUSALS: usize = 16;
 
@@ -38,18 +41,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let layout = AgentLayout::new(data);
-    if !layout.config().exists() {
-        return Err(AgentError::DataDir(format!(
-            "{} is not an agent data directory (no agent.toml); create one with `ferry agent init`",
-            data.display()
-        )));
-    }
-    let _lock = lock(&layout)?;
-    let config = AgentConfig::load(&layout.config())?;
-    // Installers are granted the install root; it must exist to be opened.
-    std::fs::create_dir_all(&config.install_root)
-        .map_err(|e| AgentError::io(&config.install_root, e))?;
-    let creds = ClientCredentials::load(data)?;
+    let opening = layout.clone();
+    let Opened {
+        lock: _lock,
+        config,
+        creds,
+        records,
+        held,
+        installed,
+        outbox,
+    } = tokio::task::spawn_blocking(move || open(&opening))
+        .await
+        .map_err(|e| AgentError::DataDir(format!("opening the data directory failed: {e}")))??;
     let identity = Some((creds.cert_pem.as_str(), creds.key_pem.as_str()));
     let server = HubClient::new(config.server.clone(), &creds.ca_pem, identity)?
         .with_pace(config.transfer.pace());
@@ -76,14 +79,7 @@ pub async fn run(
     let registry = Arc::new(registry);
     let _watch = registry.watch();
     let local = ferry_transfer::LocalContent::open(&layout.content(), || {}).await?;
-    let records = Records::open(&layout.tasks())?;
-    let held: BTreeMap<String, TaskRecord> = records
-        .load_all()?
-        .into_iter()
-        .map(|r| (r.task.id.clone(), r))
-        .collect();
-    let installed = load_installed(&layout.installed())?;
-    let outbox = Arc::new(Outbox::open(&layout.outbox(), &creds.info.id)?);
+    let outbox = Arc::new(outbox);
     let agent = Arc::new(Agent::new(
         layout.clone(),
         config,
@@ -105,7 +101,7 @@ pub async fn run(
     )));
     write_status(&agent, &status).await;
     report_inventory(&agent).await;
-    let forwarder = tokio::spawn(crate::outbox::forward(outbox, server));
+    let forwarder = tokio::spawn(crate::outbox::forward(outbox, server, agent.hub.clone()));
     let checkins = tokio::spawn(check_in(agent.clone(), status.clone()));
     let worker = tokio::spawn(work(agent.clone()));
     tracing::info!(id = %agent.creds.info.id, server = %agent.config.server, "agent running");
@@ -175,14 +171,36 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
     let mut pace = agent.config.transfer.pace();
     pace.grace = agent.config.checkin_wait + pace.grace;
     let server = agent.server.clone().with_pace(pace);
+    // Past a relay that does not answer, the hub (when configured) tells
+    // the agent its tasks, so a dead relay does not hide new work.
+    let hub = agent.hub.clone().map(|h| h.with_pace(pace));
+    let mut hub_heard = tokio::time::Instant::now();
     loop {
+        // Now and then the hub itself is asked, so a relay cannot withhold
+        // a cancellation (or a task) for longer than that.
+        if let Some(hub) = &hub
+            && hub_heard.elapsed() >= HUB_CHECK_EVERY
+        {
+            hub_heard = tokio::time::Instant::now();
+            let quick = format!("{}?wait=0", routes::relative(routes::CHECKIN));
+            match hub
+                .post_json::<_, CheckinResponse>(&quick, &CheckinRequest { after: 0 })
+                .await
+            {
+                Ok(answer) => {
+                    merge(&agent, &status, answer.tasks).await;
+                }
+                Err(e) => tracing::debug!("the periodic check-in at the hub failed: {e}"),
+            }
+        }
         let path = format!("{}?wait={wait}", routes::relative(routes::CHECKIN));
-        let answer = server
-            .post_json::<_, CheckinResponse>(&path, &CheckinRequest { after })
-            .await;
-        match answer {
+        let request = CheckinRequest { after };
+        let quick = std::time::Instant::now();
+        let answer = match server
+            .post_json::<_, CheckinResponse>(&path, &request)
+            .await
+        {
             Ok(answer) => {
-                failures = 0;
                 *agent.server_kind.lock().unwrap_or_else(|p| p.into_inner()) =
                     if answer.server == "relay" {
                         "relay"
@@ -190,23 +208,50 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
                         "hub"
                     }
                     .into();
+                Ok(answer)
+            }
+            Err(e) => match &hub {
+                Some(hub) if failures > 0 => {
+                    // Held only briefly: the relay is tried again soon.
+                    let quick = format!("{}?wait=0", routes::relative(routes::CHECKIN));
+                    hub.post_json::<_, CheckinResponse>(&quick, &request)
+                        .await
+                        .map_err(|e2| format!("{e}; the hub: {e2}"))
+                }
+                _ => Err(e.to_string()),
+            },
+        };
+        match answer {
+            Ok(answer) => {
+                failures = 0;
                 {
                     let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
                     s.last_checkin_at = Some(chrono::Utc::now().timestamp());
-                    s.server_kind = answer.server.clone();
+                    s.server_kind = agent
+                        .server_kind
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
                     s.task_version = answer.version;
                 }
                 if answer.version != after {
-                    after = answer.version;
-                    merge(&agent, &status, answer.tasks).await;
+                    if merge(&agent, &status, answer.tasks).await {
+                        after = answer.version;
+                    } else {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                } else if quick.elapsed() < Duration::from_secs(1) {
+                    // An unchanged answer that came at once (a server that
+                    // does not hold check-ins): never a tight loop.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 write_status(&agent, &status).await;
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let pause = Duration::from_secs(1)
-                    .saturating_mul(1 << failures.min(5))
-                    .min(Duration::from_secs(30))
+                    .saturating_mul(1 << failures.min(4))
+                    .min(Duration::from_secs(15))
                     .mul_f64(0.75 + rand::random::<f64>() * 0.5);
                 tracing::warn!(
                     "check-in at {} failed ({e}); again in {pause:?}",
@@ -218,17 +263,24 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
     }
 }
 
+/// Most task documents taken from one answer: a bound against a server
+/// that floods.
+const MAX_DOCUMENTS: usize = 1000;
+
 /// Verifies each signed task against the hub's control key (from the root
 /// pinned at enrollment, as updated through TUF) and takes those that are
-/// for this agent and newer than what it holds.
+/// for this agent and newer than what it holds. Returns `false` when the
+/// signed metadata could not be loaded to check them: the caller asks
+/// again later.
 async fn merge(
     agent: &Arc<Agent>,
     status: &Arc<std::sync::Mutex<AgentStatus>>,
-    documents: Vec<String>,
-) {
+    mut documents: Vec<String>,
+) -> bool {
     if documents.is_empty() {
-        return;
+        return true;
     }
+    documents.truncate(MAX_DOCUMENTS);
     let repo =
         match ferry_transfer::load_repository(&agent.creds, &agent.server.clone().sharing_pace())
             .await
@@ -241,61 +293,73 @@ async fn merge(
                         tracing::warn!(
                             "cannot load the signed metadata to check tasks ({e}; {e2}); later"
                         );
-                        return;
+                        return false;
                     }
                 },
                 None => {
                     tracing::warn!("cannot load the signed metadata to check tasks ({e}); later");
-                    return;
+                    return false;
                 }
             },
         };
     let me = agent.creds.info.id.clone();
     let site = agent.creds.info.site.clone();
-    let mut refusals = Vec::new();
-    let mut changed = Vec::new();
-    for document in documents {
-        let doc = match repo.verify_document(document.as_bytes(), TASK_DOCUMENT) {
-            Ok(d) => d,
-            Err(e) => {
-                refusals.push(format!(
-                    "a task from {} did not verify: {e}",
-                    agent.config.server
-                ));
+    let server = agent.config.server.clone();
+    // Signature checks are CPU work: off the async threads.
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut refusals = Vec::new();
+        let mut good = Vec::new();
+        for document in documents {
+            let doc = match repo.verify_document(document.as_bytes(), TASK_DOCUMENT) {
+                Ok(d) => d,
+                Err(e) => {
+                    refusals.push(format!("a task from {server} did not verify: {e}"));
+                    continue;
+                }
+            };
+            let task: Task = match serde_json::from_value(doc.body.clone()) {
+                Ok(t) => t,
+                Err(e) => {
+                    refusals.push(format!("a signed task is malformed: {e}"));
+                    continue;
+                }
+            };
+            if !task.targets(&me, site.as_deref()) {
+                refusals.push(format!("task {} is not for this agent", task.id));
                 continue;
             }
-        };
-        let task: Task = match serde_json::from_value(doc.body.clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                refusals.push(format!("a signed task is malformed: {e}"));
-                continue;
-            }
-        };
-        if !task.targets(&me, site.as_deref()) {
-            refusals.push(format!("task {} is not for this agent", task.id));
-            continue;
+            good.push((task, document, doc.version));
         }
+        (good, refusals)
+    })
+    .await;
+    let Ok((good, mut refusals)) = checked else {
+        return false;
+    };
+    for (task, document, seq) in good {
         let held = agent
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&task.id)
-            .cloned();
+            .map(|h| h.seq);
         match held {
-            Some(h) if h.seq == doc.version => {}
-            Some(h) if h.seq > doc.version => refusals.push(format!(
-                "task {} came in an older version ({} < {}): a replay",
-                task.id, doc.version, h.seq
+            Some(h) if h == seq => {}
+            Some(h) if h > seq => refusals.push(format!(
+                "task {} came in an older version ({seq} < {h}): a replay",
+                task.id
             )),
-            Some(mut h) => {
-                let cancel = task.cancelled && !h.task.cancelled;
-                h.task = task;
-                h.document = document;
-                h.seq = doc.version;
-                changed.push((h, cancel));
+            Some(_) => {
+                agent.update_task(task, document, seq).await;
             }
-            None => changed.push((TaskRecord::new(task, document, doc.version), false)),
+            None => {
+                let mut record = TaskRecord::new(task, document, seq);
+                record.message = format!(
+                    "heard of task {}: {} {}",
+                    record.task.id, record.task.package, record.task.version
+                );
+                agent.commit(&mut record).await;
+            }
         }
     }
     for refusal in &refusals {
@@ -312,33 +376,53 @@ async fn merge(
         let excess = s.refused.len().saturating_sub(MAX_REFUSALS);
         s.refused.drain(..excess);
     }
-    for (mut record, cancel) in changed {
-        let running = agent
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let is_new = record.report_seq == 0;
-        agent
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(record.task.id.clone(), record.clone());
-        if cancel && running.as_deref() == Some(record.task.id.as_str()) {
-            agent.cancelled.notify_one();
-        } else if is_new {
-            record.message = format!(
-                "heard of task {}: {} {}",
-                record.task.id, record.task.package, record.task.version
-            );
-            agent.commit(&mut record).await;
-        } else {
-            let saved = record.clone();
-            let a = agent.clone();
-            let _ = tokio::task::spawn_blocking(move || a.records.save(&saved)).await;
-        }
-    }
     agent.wake.notify_one();
+    true
+}
+
+/// What a run opens in its data directory.
+struct Opened {
+    lock: std::fs::File,
+    config: AgentConfig,
+    creds: ClientCredentials,
+    records: Records,
+    held: BTreeMap<String, TaskRecord>,
+    installed: crate::record::Installed,
+    outbox: Outbox,
+}
+
+/// Opens the data directory: lock, configuration, credentials, task
+/// records, installed packages, outbox. Blocks.
+fn open(layout: &AgentLayout) -> Result<Opened, AgentError> {
+    if !layout.config().exists() {
+        return Err(AgentError::DataDir(format!(
+            "{} is not an agent data directory (no agent.toml); create one with `ferry agent init`",
+            layout.data().display()
+        )));
+    }
+    let lock = lock(layout)?;
+    let config = AgentConfig::load(&layout.config())?;
+    // Installers are granted the install root; it must exist to be opened.
+    std::fs::create_dir_all(&config.install_root)
+        .map_err(|e| AgentError::io(&config.install_root, e))?;
+    let creds = ClientCredentials::load(layout.data())?;
+    let records = Records::open(&layout.tasks())?;
+    let held = records
+        .load_all()?
+        .into_iter()
+        .map(|r| (r.task.id.clone(), r))
+        .collect();
+    let installed = load_installed(&layout.installed())?;
+    let outbox = Outbox::open(&layout.outbox(), &creds.info.id)?;
+    Ok(Opened {
+        lock,
+        config,
+        creds,
+        records,
+        held,
+        installed,
+        outbox,
+    })
 }
 
 /// Keeps two agents from working on one data directory; released when the

@@ -21,9 +21,9 @@ pub trait ReportStore: Send + Sync {
     fn report_count(&self) -> Result<u64, CatalogError>;
     /// Kept reports, newest first, optionally only one agent's.
     fn list_reports(&self, agent: Option<&str>, limit: usize) -> Result<Vec<Report>, CatalogError>;
-    /// Reports of `kind` about `subject` (the `task` field of their
-    /// body), in the order they were created.
-    fn reports_about(&self, kind: &str, subject: &str) -> Result<Vec<Report>, CatalogError>;
+    /// Each agent's newest report about task `task` (the report with the
+    /// highest `seq` in its body among those whose `task` field names it).
+    fn latest_task_reports(&self, task: &str) -> Result<Vec<Report>, CatalogError>;
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
@@ -49,25 +49,41 @@ impl ReportStore for SqliteCatalog {
         let tx = conn.transaction()?;
         let mut new = 0;
         {
+            let mut latest = tx.prepare_cached(
+                "INSERT INTO task_states (task, agent, seq, created_at, report, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (task, agent) DO UPDATE SET
+                   seq = excluded.seq, created_at = excluded.created_at,
+                   report = excluded.report, body = excluded.body
+                 WHERE excluded.seq > task_states.seq",
+            )?;
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO reports (id, agent, kind, created_at, received_at, body, subject)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO reports (id, agent, kind, created_at, received_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for r in reports {
                 let body = serde_json::to_string(&r.body)
                     .map_err(|e| CatalogError::Invalid(format!("report {}: {e}", r.id)))?;
-                // What the report is about (a task's id), so a task's
-                // reports are found without reading every body.
-                let subject = r.body.get("task").and_then(|t| t.as_str());
-                new += insert.execute(params![
+                let added = insert.execute(params![
                     r.id,
                     r.agent,
                     r.kind,
                     r.created_at,
                     received_at,
-                    body,
-                    subject
+                    body
                 ])?;
+                new += added;
+                // Each agent's newest state per task, kept apart so a
+                // task's view reads one row per agent, not every progress
+                // report ever made.
+                if added > 0
+                    && let (Some(task), Some(seq)) = (
+                        r.body.get("task").and_then(|t| t.as_str()),
+                        r.body.get("seq").and_then(|s| s.as_i64()),
+                    )
+                {
+                    latest.execute(params![task, r.agent, seq, r.created_at, r.id, body])?;
+                }
             }
         }
         tx.commit()?;
@@ -114,13 +130,13 @@ impl ReportStore for SqliteCatalog {
         rows.map(|r| report(r?)).collect()
     }
 
-    fn reports_about(&self, kind: &str, subject: &str) -> Result<Vec<Report>, CatalogError> {
+    fn latest_task_reports(&self, task: &str) -> Result<Vec<Report>, CatalogError> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, agent, kind, created_at, body FROM reports
-             WHERE kind = ?1 AND subject = ?2 ORDER BY created_at, rowid",
+            "SELECT report, agent, 'task', created_at, body FROM task_states
+             WHERE task = ?1 ORDER BY agent",
         )?;
-        let rows = stmt.query_map(params![kind, subject], row)?;
+        let rows = stmt.query_map(params![task], row)?;
         rows.map(|r| report(r?)).collect()
     }
 }
@@ -158,17 +174,22 @@ mod tests {
         drop(catalog);
         let catalog = SqliteCatalog::open(&dir.path().join("c.db")).unwrap();
         assert_eq!(catalog.report_count().unwrap(), 3);
-        // Found by subject: only reports whose body names the task.
-        let about = Report {
-            id: "t-r".into(),
-            agent: "pc-2".into(),
+        // A task's newest report per agent, whatever order they arrive in.
+        let about = |id: &str, agent: &str, seq: i64| Report {
+            id: id.into(),
+            agent: agent.into(),
             kind: "task".into(),
-            created_at: 7,
-            body: serde_json::json!({"task": "t9", "state": "installed"}),
+            created_at: seq,
+            body: serde_json::json!({"task": "t9", "seq": seq}),
         };
-        catalog.store_reports(std::slice::from_ref(&about), 102).unwrap();
-        assert_eq!(catalog.reports_about("task", "t9").unwrap(), vec![about]);
-        assert!(catalog.reports_about("task", "t8").unwrap().is_empty());
-        assert!(catalog.reports_about("test", "t9").unwrap().is_empty());
+        let batch = [
+            about("a2", "pc-2", 2),
+            about("a1", "pc-2", 1),
+            about("b1", "pc-3", 1),
+        ];
+        catalog.store_reports(&batch, 102).unwrap();
+        let latest = catalog.latest_task_reports("t9").unwrap();
+        assert_eq!(latest, vec![batch[0].clone(), batch[2].clone()]);
+        assert!(catalog.latest_task_reports("t8").unwrap().is_empty());
     }
 }

@@ -94,7 +94,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         );
         "#,
         ),
-        // Tasks as the hub signed them, and task reports found by task.
+        // Tasks as the hub signed them, and each agent's newest report per task.
         M::up(
             r#"
         CREATE TABLE tasks (
@@ -105,8 +105,15 @@ pub(crate) fn migrations() -> Migrations<'static> {
             body TEXT NOT NULL,
             document TEXT NOT NULL
         );
-        ALTER TABLE reports ADD COLUMN subject TEXT;
-        CREATE INDEX reports_by_subject ON reports(kind, subject);
+        CREATE TABLE task_states (
+            task TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            report TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (task, agent)
+        ) WITHOUT ROWID;
         "#,
         ),
     ])

@@ -94,7 +94,10 @@ fn when(text: &str) -> anyhow::Result<i64> {
     let delay = humantime::parse_duration(text).with_context(|| {
         format!("{text:?} is neither an RFC 3339 time (2026-12-02T22:00:00Z) nor a delay (30m)")
     })?;
-    Ok(chrono::Utc::now().timestamp() + delay.as_secs() as i64)
+    i64::try_from(delay.as_secs())
+        .ok()
+        .and_then(|d| chrono::Utc::now().timestamp().checked_add(d))
+        .with_context(|| format!("{text:?} is too far in the future"))
 }
 
 fn params(list: &[String]) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {

@@ -2,7 +2,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry_catalog::{HubCatalog, SqliteCatalog, TaskStore};
+use ferry_catalog::{Enrollment, HubCatalog, SqliteCatalog, TaskStore};
 use ferry_net::CertificateAuthority;
 use ferry_store::ContentStore;
 use ferry_trust::{SigningRepository, TargetEntry};
@@ -70,7 +70,7 @@ impl HubState {
         let ca = CertificateAuthority::load(&layout.tls())?;
         let signed = tuf.current_targets()?.into_iter().collect();
         let version = tuf.state()?.version;
-        let tasks = crate::tasks::TaskBook::new(catalog.tasks()?)?;
+        let tasks = crate::tasks::TaskBook::new(catalog.tasks()?, &catalog.list_clients()?)?;
         Ok(HubState {
             layout,
             config,

@@ -9,8 +9,8 @@ use ferry_catalog::{ClientRecord, Role, TaskRecord};
 use ferry_content::PackageName;
 use ferry_net::api::Report;
 use ferry_net::tasks::{
-    TASK_DOCUMENT, TASK_REPORT, TargetStatus, Task, TaskCreated, TaskDetail, TaskProgress,
-    TaskSpec, TaskState, TaskSummary,
+    TASK_DOCUMENT, TargetStatus, Task, TaskCreated, TaskDetail, TaskProgress, TaskSpec, TaskState,
+    TaskSummary,
 };
 use ferry_serve::ClientIdentity;
 use tokio::sync::watch;
@@ -27,6 +27,9 @@ struct Entry {
     task: Task,
     document: String,
     expires_at: i64,
+    /// Sites of the agents it names by id: only those sites' relays are
+    /// told of it.
+    agent_sites: Vec<String>,
 }
 
 /// The tasks agents may be told of, and a version that grows with every
@@ -38,9 +41,15 @@ pub struct TaskBook {
 
 impl TaskBook {
     /// The book of `records` (as the catalog holds them).
-    pub(crate) fn new(records: Vec<TaskRecord>) -> Result<TaskBook, HubError> {
+    pub(crate) fn new(
+        records: Vec<TaskRecord>,
+        clients: &[ClientRecord],
+    ) -> Result<TaskBook, HubError> {
         let version = records.iter().map(|r| r.seq).max().unwrap_or(0);
-        let entries = records.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        let entries = records
+            .iter()
+            .map(|r| entry(r, clients))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(TaskBook {
             entries: RwLock::new(Arc::new(entries)),
             version: watch::channel(version).0,
@@ -54,8 +63,8 @@ impl TaskBook {
             .clone()
     }
 
-    fn put(&self, record: &TaskRecord) -> Result<(), HubError> {
-        let new = entry(record)?;
+    fn put(&self, record: &TaskRecord, clients: &[ClientRecord]) -> Result<(), HubError> {
+        let new = entry(record, clients)?;
         {
             let mut guard = self.entries.write().unwrap_or_else(|p| p.into_inner());
             let mut entries: Vec<Entry> = guard.iter().cloned().collect();
@@ -79,7 +88,9 @@ impl TaskBook {
             .iter()
             .filter(|e| e.expires_at > now)
             .filter(|e| match caller.role {
-                Role::Relay => e.task.may_target_site(caller.site.as_deref()),
+                Role::Relay => caller.site.as_ref().is_some_and(|site| {
+                    e.task.sites.contains(site) || e.agent_sites.contains(site)
+                }),
                 _ => e.task.targets(&caller.id, caller.site.as_deref()),
             })
             .map(|e| e.document.clone())
@@ -87,13 +98,25 @@ impl TaskBook {
     }
 }
 
-fn entry(record: &TaskRecord) -> Result<Entry, HubError> {
-    let task: Task = serde_json::from_str(&record.body)
-        .map_err(|e| HubError::DataDir(format!("task {} in the catalog: {e}", record.id)))?;
+fn parse(record: &TaskRecord) -> Result<Task, HubError> {
+    serde_json::from_str(&record.body)
+        .map_err(|e| HubError::DataDir(format!("task {} in the catalog: {e}", record.id)))
+}
+
+fn entry(record: &TaskRecord, clients: &[ClientRecord]) -> Result<Entry, HubError> {
+    let task = parse(record)?;
+    let mut agent_sites: Vec<String> = clients
+        .iter()
+        .filter(|c| task.agents.contains(&c.id))
+        .filter_map(|c| c.site.clone())
+        .collect();
+    agent_sites.sort();
+    agent_sites.dedup();
     Ok(Entry {
         task,
         document: record.document.clone(),
         expires_at: record.expires_at,
+        agent_sites,
     })
 }
 
@@ -178,9 +201,14 @@ impl HubState {
                 "no published version of {name} matches {req}; see `ferry packages {name}`"
             ));
         };
-        let expires_at = spec
-            .deadline
-            .unwrap_or(now + TASK_LIFETIME.as_secs() as i64);
+        // Valid from creation to its deadline, or for the task lifetime
+        // from when it may start.
+        let expires_at = spec.deadline.unwrap_or_else(|| {
+            spec.not_before
+                .unwrap_or(now)
+                .max(now)
+                .saturating_add(TASK_LIFETIME.as_secs() as i64)
+        });
         let _serial = self.task_lock.lock().await;
         let catalog = self.catalog.clone();
         let seq = blocking(move || catalog.last_task_seq()).await?? + 1;
@@ -219,7 +247,7 @@ impl HubState {
         let Some(record) = blocking(move || catalog.task(&lookup)).await?? else {
             return Ok(Err(TaskRefusal::NotFound(format!("no task {id}"))));
         };
-        let mut task = entry(&record)?.task;
+        let mut task = parse(&record)?;
         if task.cancelled {
             return Ok(Ok(task));
         }
@@ -247,8 +275,12 @@ impl HubState {
         };
         let catalog = self.catalog.clone();
         let kept = record.clone();
-        blocking(move || catalog.put_task(&kept)).await??;
-        self.tasks.put(&record)?;
+        let clients = blocking(move || {
+            catalog.put_task(&kept)?;
+            catalog.list_clients()
+        })
+        .await??;
+        self.tasks.put(&record, &clients)?;
         tracing::info!(task = %task.id, seq, cancelled = task.cancelled, "task signed");
         Ok(())
     }
@@ -256,12 +288,16 @@ impl HubState {
     /// Every task with its targets counted by state.
     pub async fn task_summaries(&self) -> Result<Vec<TaskSummary>, HubError> {
         let catalog = self.catalog.clone();
-        let records = blocking(move || catalog.tasks()).await??;
-        let mut out = Vec::new();
-        for record in records {
-            out.push(self.task_detail_of(&record).await?.summary);
-        }
-        Ok(out)
+        blocking(move || {
+            let clients = catalog.list_clients()?;
+            let mut out = Vec::new();
+            for record in catalog.tasks()? {
+                let reports = catalog.latest_task_reports(&record.id)?;
+                out.push(detail(parse(&record)?, record.expires_at, &reports, &clients).summary);
+            }
+            Ok(out)
+        })
+        .await?
     }
 
     /// One task with each target's state.
@@ -275,14 +311,11 @@ impl HubState {
     }
 
     async fn task_detail_of(&self, record: &TaskRecord) -> Result<TaskDetail, HubError> {
-        let task = entry(record)?.task;
+        let task = parse(record)?;
         let catalog = self.catalog.clone();
         let id = task.id.clone();
         let (reports, clients) = blocking(move || {
-            Ok::<_, HubError>((
-                catalog.reports_about(TASK_REPORT, &id)?,
-                catalog.list_clients()?,
-            ))
+            Ok::<_, HubError>((catalog.latest_task_reports(&id)?, catalog.list_clients()?))
         })
         .await??;
         Ok(detail(task, record.expires_at, &reports, &clients))
@@ -319,18 +352,10 @@ fn detail(task: Task, expires_at: i64, reports: &[Report], clients: &[ClientReco
         let Ok(progress) = serde_json::from_value::<TaskProgress>(report.body.clone()) else {
             continue;
         };
-        let site = clients
-            .iter()
-            .find(|c| c.id == report.agent)
-            .and_then(|c| c.site.clone());
-        let target = targets
-            .entry(report.agent.clone())
-            .or_insert_with(|| TargetStatus {
-                agent: report.agent.clone(),
-                site,
-                updated_at: None,
-                progress: None,
-            });
+        // Only targets count: an agent cannot add itself to a task.
+        let Some(target) = targets.get_mut(&report.agent) else {
+            continue;
+        };
         if target
             .progress
             .as_ref()
@@ -346,7 +371,8 @@ fn detail(task: Task, expires_at: i64, reports: &[Report], clients: &[ClientReco
         let state = t.progress.as_ref().map_or(TaskState::Pending, |p| p.state);
         *states.entry(state).or_default() += 1;
         for (source, n) in t.progress.iter().flat_map(|p| p.bytes.iter()) {
-            *bytes.entry(*source).or_default() += n;
+            let sum = bytes.entry(*source).or_default();
+            *sum = n.saturating_add(*sum);
         }
     }
     TaskDetail {

@@ -108,6 +108,7 @@ pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
         let after = *state.tasks.version.borrow();
         let hold = MAX_CHECKIN_WAIT.min(state.config.sync.stall.as_secs().saturating_sub(5).max(1));
         let path = format!("{}?wait={hold}", routes::relative(routes::CHECKIN));
+        let asked = std::time::Instant::now();
         let answer = state
             .upstream
             .post_json::<_, CheckinResponse>(&path, &CheckinRequest { after })
@@ -116,9 +117,27 @@ pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
             Ok(mut answer) => {
                 failures = 0;
                 if answer.version == after {
+                    // An upstream that answers at once without news is not
+                    // asked again in a tight loop.
+                    if asked.elapsed() < Duration::from_secs(1) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                     continue;
                 }
-                answer.tasks.truncate(MAX_TASKS);
+                if answer.tasks.len() > MAX_TASKS {
+                    // The newest (highest version: new and cancelled
+                    // tasks) are kept.
+                    answer.tasks.sort_by_cached_key(|d| {
+                        std::cmp::Reverse(
+                            ferry_trust::documents::peek(d.as_bytes()).map_or(0, |d| d.version),
+                        )
+                    });
+                    tracing::warn!(
+                        count = answer.tasks.len(),
+                        "the upstream sent more than {MAX_TASKS} tasks; keeping the newest"
+                    );
+                    answer.tasks.truncate(MAX_TASKS);
+                }
                 let held = Held {
                     version: answer.version,
                     tasks: answer.tasks,
