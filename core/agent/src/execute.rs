@@ -611,6 +611,14 @@ impl Agent {
         }
     }
 
+    /// A source answered (a check-in): reachable again.
+    pub(crate) fn note_reachable(&self, kind: SourceKind) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = health.entry(kind).or_insert_with(fresh_health);
+        h.reachable = true;
+        h.consecutive_failures = 0;
+    }
+
     fn health_of(&self, kind: SourceKind) -> SourceHealth {
         self.health
             .lock()

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_net::api::routes;
-use ferry_net::tasks::{CheckinRequest, CheckinResponse, INVENTORY_REPORT, TASK_DOCUMENT, Task};
+use ferry_net::tasks::{
+    SourceKind,CheckinRequest, CheckinResponse, INVENTORY_REPORT, TASK_DOCUMENT, Task};
 use ferry_net::{ClientCredentials, HubClient};
 use ferry_plugin::{BuiltinPlugin, PluginEngine, Registry};
 
