@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ferry_net::api::routes;
 use ferry_net::tasks::{
-    SourceKind,CheckinRequest, CheckinResponse, INVENTORY_REPORT, TASK_DOCUMENT, Task};
+    CheckinRequest, CheckinResponse, INVENTORY_REPORT, SourceKind, TASK_DOCUMENT, Task,
+};
 use ferry_net::{ClientCredentials, HubClient};
 use ferry_plugin::{BuiltinPlugin, PluginEngine, Registry};
 
@@ -202,13 +203,15 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
             .await
         {
             Ok(answer) => {
+                let relay = answer.server == "relay";
                 *agent.server_kind.lock().unwrap_or_else(|p| p.into_inner()) =
-                    if answer.server == "relay" {
-                        "relay"
-                    } else {
-                        "hub"
-                    }
-                    .into();
+                    if relay { "relay" } else { "hub" }.into();
+                // A relay that answers is worth planning first again.
+                agent.note_reachable(if relay {
+                    SourceKind::Relay
+                } else {
+                    SourceKind::Hub
+                });
                 Ok(answer)
             }
             Err(e) => match &hub {
