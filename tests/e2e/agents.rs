@@ -261,13 +261,17 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn a_task_waits_for_not_before_and_an_altered_task_is_refused() {
+fn a_task_waits_for_not_before_and_an_altered_or_replayed_task_is_refused() {
     let hub = Hub::start();
     let publisher = hub.enroll("publisher", "publisher");
     let pkg = hub.root.path().join("pkg");
     write_package(&pkg, 4, 64 << 10);
     publish(&publisher, &pkg, "1.0.0");
-    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    // The relay reaches the hub through a proxy, so the test can hold the
+    // hub's answers back while the relay serves what it was made to.
+    let hub_addr: std::net::SocketAddr = hub.url()["https://".len()..].parse().unwrap();
+    let wan = Proxy::start(hub_addr);
+    let mut relay = Relay::init(&hub, "relay", "berlin", &wan.url());
     relay.run();
     let mut agent = Agent::init(&hub, "pc", "berlin", &relay.url(), None);
     agent.run();
@@ -294,6 +298,7 @@ fn a_task_waits_for_not_before_and_an_altered_task_is_refused() {
     assert_eq!(record["reason"], serde_json::Value::Null);
 
     // The relay alters a task it passes on: the agent refuses it.
+    wan.set(Mode::Refuse);
     relay.kill();
     let tasks_file = relay.data.join("tasks.json");
     let held: serde_json::Value =
@@ -303,26 +308,27 @@ fn a_task_waits_for_not_before_and_an_altered_task_is_refused() {
     let forged = doc.replace(&format!("\"id\": \"{id}\""), "\"id\": \"t999\"");
     assert_ne!(forged, doc, "the task id is in the document: {doc}");
     altered["tasks"] = serde_json::json!([forged]);
-    altered["version"] = serde_json::json!(held["version"].as_u64().unwrap() + 1);
+    altered["version"] = serde_json::json!(1000);
     std::fs::write(&tasks_file, serde_json::to_vec(&altered).unwrap()).unwrap();
     relay.run();
-    let deadline = std::time::Instant::now() + LIMIT;
-    loop {
-        let status = agent.status();
-        let refused = status["agent"]["refused"].as_array().unwrap().clone();
-        if refused
-            .iter()
-            .any(|r| r["message"].as_str().unwrap().contains("did not verify"))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refusal: {status:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_refusal("did not verify", LIMIT);
     assert!(agent.task("t999").is_none());
+
+    // Cancelled at the hub, heard through the relay, whose list (ahead of
+    // the hub's) is replaced by the hub's. Then the relay replays the
+    // task's older, uncancelled version: refused, the cancellation stands.
+    wan.set(Mode::Pass);
+    publisher.run(&["task", "cancel", &id]).success();
+    agent.wait_task(&id, LIMIT, |r| r["task"]["cancelled"] == true);
+    wan.set(Mode::Refuse);
+    relay.kill();
+    let mut replayed = held.clone();
+    replayed["version"] = serde_json::json!(2000);
+    std::fs::write(&tasks_file, serde_json::to_vec(&replayed).unwrap()).unwrap();
+    relay.run();
+    agent.wait_refusal("a replay", LIMIT);
+    let record = agent.task(&id).unwrap();
+    assert_eq!(record["task"]["cancelled"], true, "{record:#}");
 }
 
 #[test]
@@ -419,4 +425,187 @@ fn a_precached_package_installs_later_without_a_second_download() {
     assert_eq!(record["reason"], "not-cached", "{record:#}");
     assert_eq!(bytes_from(&record, "hub"), 0, "{record:#}");
     assert_eq!(installed(&agent), snapshot(&pkg), "1.0.0 stays installed");
+}
+
+/// A cron window (with a seconds field) that opens `secs` from now, in this
+/// machine's local time (the agents' too), for an hour.
+fn window_in(secs: i64) -> String {
+    use chrono::Timelike;
+    let at = chrono::Local::now() + chrono::Duration::seconds(secs);
+    format!("{} {} {} * * * for 1h", at.second(), at.minute(), at.hour())
+}
+
+#[test]
+fn an_install_window_holds_the_install_while_the_download_runs_ahead() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let pkg = hub.root.path().join("pkg");
+    write_package(&pkg, 9, 256 << 10);
+    publish(&publisher, &pkg, "1.0.0");
+    let total = total_bytes(&pkg);
+    let mut agent = Agent::init(&hub, "pc", "berlin", &hub.url(), None);
+    agent.run();
+
+    // Bad windows are refused at creation, naming the problem.
+    publisher
+        .run(&[
+            "task",
+            "create",
+            "--package",
+            "tool",
+            "--target",
+            "site:berlin",
+            "--install-window",
+            "25:00-06:00",
+        ])
+        .failure("\"25:00\" is not a time of day");
+
+    let created = std::time::Instant::now();
+    let window = window_in(8);
+    let id = create_task(
+        &publisher,
+        "tool",
+        &["site:berlin"],
+        &["--install-window", &window],
+    );
+    let shown = publisher.run(&["task", "show", &id]).success();
+    assert!(
+        shown.contains(&format!("install window {window}")),
+        "{shown}"
+    );
+    // Downloaded ahead, then waiting for the window with nothing installed.
+    let waiting = agent.wait_task(&id, LIMIT, |r| {
+        r["state"] == "waiting" && r["reason"] == "window-closed"
+    });
+    assert_eq!(bytes_from(&waiting, "hub"), total, "{waiting:#}");
+    assert_eq!(waiting["content_ready"], true, "{waiting:#}");
+    assert!(
+        !agent.install_root.join("tool").exists(),
+        "installed before the window"
+    );
+    agent.wait_task(&id, LIMIT, |r| r["state"] == "installed");
+    assert!(
+        created.elapsed() >= Duration::from_secs(7),
+        "installed {:?} after creation, before its window opened",
+        created.elapsed()
+    );
+    assert_eq!(installed(&agent), snapshot(&pkg));
+
+    // Install-from-cache-only inside an open window, content not cached:
+    // nothing is downloaded; it waits to fetch once the window closes.
+    let pkg2 = hub.root.path().join("pkg2");
+    write_package(&pkg2, 10, 128 << 10);
+    publish(&publisher, &pkg2, "2.0.0");
+    let open_now = window_in(-2);
+    let id2 = create_task(
+        &publisher,
+        "tool@2",
+        &["site:berlin"],
+        &["--install-window", &open_now, "--install-from-cache-only"],
+    );
+    let record = agent.wait_task(&id2, LIMIT, |r| {
+        r["state"] == "waiting" && r["reason"] == "not-cached"
+    });
+    assert_eq!(bytes_from(&record, "hub"), 0, "{record:#}");
+    assert_eq!(installed(&agent), snapshot(&pkg), "1.0.0 stays installed");
+    let detail = wait_hub_task(&publisher, &id2, LIMIT, |d| {
+        d["targets"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["progress"]["reason"] == "not-cached"))
+    });
+    assert_eq!(targets_in(&detail, "installed"), 0, "{detail:#}");
+}
+
+#[test]
+fn a_group_task_reaches_its_members_only() {
+    let hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let pkg = hub.root.path().join("pkg");
+    write_package(&pkg, 8, 64 << 10);
+    publish(&publisher, &pkg, "1.0.0");
+    let mut agents: Vec<Agent> = (0..2)
+        .map(|i| Agent::init(&hub, &format!("pc{i}"), "berlin", &hub.url(), None))
+        .collect();
+    for agent in agents.iter_mut() {
+        agent.run();
+    }
+    let ids: Vec<String> = (0..2)
+        .map(|i| {
+            let deadline = std::time::Instant::now() + LIMIT;
+            loop {
+                let status = agents[i].status();
+                if let Some(id) = status["agent"]["id"].as_str().filter(|s| !s.is_empty()) {
+                    break id.to_owned();
+                }
+                assert!(std::time::Instant::now() < deadline, "{status:#}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .collect();
+
+    // By id: one canary.
+    publisher
+        .run(&["group", "create", "canary", &format!("agent:{}", ids[0])])
+        .success();
+    let id = create_task(&publisher, "tool", &["group:canary"], &[]);
+    agents[0].wait_task(&id, LIMIT, |r| r["state"] == "installed");
+    let detail = show_task(&publisher, &id);
+    assert_eq!(detail["targets"].as_array().unwrap().len(), 1, "{detail:#}");
+    assert_eq!(
+        detail["summary"]["task"]["groups"],
+        serde_json::json!(["canary"])
+    );
+    let deadline = std::time::Instant::now() + LIMIT;
+    while agents[1].status()["agent"]["task_version"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "pc1 never checked in");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agents[1].task(&id).is_none(), "pc1 is not in the group");
+
+    // By inventory: every agent that reported this operating system.
+    publisher
+        .run(&[
+            "group",
+            "create",
+            "all-linux",
+            &format!("os:{}", std::env::consts::OS),
+        ])
+        .success();
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let groups = publisher.run(&["group", "list", "--json"]).json();
+        let members = groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "all-linux")
+            .map(|g| g["members"].as_array().unwrap().len())
+            .unwrap_or(0);
+        if members == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "inventories never arrived: {groups:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Unknown groups and selectors are refused with what to do.
+    publisher
+        .run(&[
+            "task",
+            "create",
+            "--package",
+            "tool",
+            "--target",
+            "group:nope",
+        ])
+        .failure("no group nope");
+    publisher
+        .run(&["group", "add", "canary", "color:red"])
+        .failure("unknown selector");
 }

@@ -105,6 +105,28 @@ impl Agent {
             .cloned()
     }
 
+    /// Waits (up to `limit`) until the agent lists a refused task document
+    /// whose message contains `needle`.
+    pub fn wait_refusal(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.status();
+            let refused = status["agent"]["refused"].as_array().cloned();
+            if refused
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r["message"].as_str().is_some_and(|m| m.contains(needle)))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no refusal saying {needle:?}: {status:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits (up to `limit`) until the agent's record of task `id`
     /// satisfies `done`; returns it. Panics with the last record otherwise.
     pub fn wait_task(

@@ -10,6 +10,7 @@ use std::time::Duration;
 use ferry_content::{Manifest, PackageName};
 use ferry_net::api::{MetadataVersion, VersionInfo, routes};
 use ferry_net::tasks::{ReasonCode, SourceKind, TASK_REPORT, TaskProgress, TaskState};
+use ferry_net::window::{InstallWindow, WindowState};
 use ferry_net::{ClientCredentials, HubClient};
 use ferry_plugin::{
     InstallAction, InstallJob, InstallRequest, PluginError, Registry, Source, SourceHealth,
@@ -274,20 +275,13 @@ impl Agent {
             .min()
     }
 
+    /// When `r` is due: at once when cancelled, else when its wait or its
+    /// retry ends (every wait sets `next_attempt_at`).
     fn due_at(&self, r: &TaskRecord) -> i64 {
         if r.task.cancelled {
             return 0;
         }
-        let retry = r.next_attempt_at.unwrap_or(0);
-        let start = match r.task.not_before {
-            // Content for an install-from-cache task is fetched ahead.
-            Some(_) if r.task.install_from_cache_only && !r.content_ready => 0,
-            // Due at once to say it waits, then at its time.
-            Some(_) if r.reason != Some(ReasonCode::NotBefore) => 0,
-            Some(nb) => nb,
-            None => 0,
-        };
-        retry.max(start)
+        r.next_attempt_at.unwrap_or(0)
     }
 
     /// The first task due now.
@@ -419,22 +413,21 @@ impl Agent {
             self.commit(record).await;
             return Ok(());
         }
-        let before_window = task.not_before.is_some_and(|nb| now < nb);
-        let fetch_ahead = task.install_from_cache_only && !record.content_ready;
-        if before_window && !fetch_ahead {
-            if record.reason != Some(ReasonCode::NotBefore) {
-                record.state = TaskState::Waiting;
-                record.reason = Some(ReasonCode::NotBefore);
-                record.message = format!(
-                    "waiting until {} to start",
-                    chrono::DateTime::from_timestamp(task.not_before.unwrap_or(0), 0)
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default()
-                );
-                self.commit(record).await;
+        let window = match task
+            .install_window
+            .as_deref()
+            .map(str::parse::<InstallWindow>)
+        {
+            None => None,
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                return Err(Failure {
+                    reason: ReasonCode::TaskRefused,
+                    message: e.to_string(),
+                    retry: false,
+                });
             }
-            return Ok(());
-        }
+        };
         let name = PackageName::new(&task.package).map_err(|e| Failure {
             reason: ReasonCode::TaskRefused,
             message: e.to_string(),
@@ -445,51 +438,115 @@ impl Agent {
             message: format!("version {:?}: {e}", task.version),
             retry: false,
         })?;
-        let cache_only = task.install_from_cache_only && !before_window;
-        // Downloads end at the deadline, and a download ahead of an
-        // install-from-cache task's window ends when the window opens.
-        let ahead_until = task.not_before.filter(|_| before_window);
-        let limit = [ahead_until, task.deadline].into_iter().flatten().min();
-        let manifest = match limit {
-            Some(at) => {
-                let left = Duration::from_secs((at - now).max(0) as u64);
-                match tokio::time::timeout(left, self.download(record, &name, &version, cache_only))
-                    .await
-                {
-                    Ok(done) => done?,
-                    Err(_) if Some(at) == task.deadline => {
-                        return Err(Failure {
-                            reason: ReasonCode::DeadlinePassed,
-                            message: "the deadline passed during the download".into(),
-                            retry: false,
-                        });
-                    }
-                    Err(_) => {
-                        return Err(Failure {
-                            reason: ReasonCode::NotCached,
-                            message: "the install window opened before the content was \
-                                      cached; an install-from-cache-only task never downloads \
-                                      inside its window"
-                                .into(),
-                            retry: false,
-                        });
-                    }
+        let started = task.not_before.is_none_or(|nb| now >= nb);
+        if task.precache_only {
+            if !started {
+                let at = task.not_before.unwrap_or(now);
+                self.wait(record, at, ReasonCode::NotBefore, "to start".into())
+                    .await;
+                return Ok(());
+            }
+            self.download(record, &name, &version, false, task.deadline)
+                .await?;
+            return Ok(());
+        }
+        let fetched = match Phase::of(&task, window.as_ref(), now)? {
+            Phase::Closed { opens, .. } => {
+                // Normal tasks download ahead from their not-before on;
+                // install-from-cache-only ones only until they may install.
+                let ahead = task.install_from_cache_only || started;
+                if ahead && !record.content_ready {
+                    let until = task.install_from_cache_only.then_some(opens);
+                    let limit = [until, task.deadline].into_iter().flatten().min();
+                    self.download(record, &name, &version, false, limit)
+                        .await
+                        .map(|_| None)
+                } else {
+                    Ok(None)
                 }
             }
-            None => self.download(record, &name, &version, cache_only).await?,
+            Phase::Open { .. } => self
+                .download(
+                    record,
+                    &name,
+                    &version,
+                    task.install_from_cache_only,
+                    task.deadline,
+                )
+                .await
+                .map(Some),
         };
-        if task.precache_only {
-            return Ok(());
-        }
-        if before_window {
-            // Fetched ahead of an install-from-cache task's window.
-            record.state = TaskState::Waiting;
-            record.reason = Some(ReasonCode::NotBefore);
-            record.message = "downloaded ahead; installing when the window opens".into();
-            self.commit(record).await;
-            return Ok(());
-        }
+        // Where the task stands now that the download (which may have
+        // taken long) is over.
+        let phase = Phase::of(&task, window.as_ref(), self::now())?;
+        let manifest = match (fetched, phase) {
+            (Ok(Some(manifest)), Phase::Open { .. }) => manifest,
+            (Ok(_), Phase::Closed { opens, reason }) => {
+                let what = match (reason, &window, record.content_ready) {
+                    (ReasonCode::WindowClosed, Some(w), true) => {
+                        format!("for the install window {w}; downloaded ahead")
+                    }
+                    (ReasonCode::WindowClosed, Some(w), false) => {
+                        format!("for the install window {w}")
+                    }
+                    (_, _, true) => "to install; downloaded ahead".to_owned(),
+                    (_, _, false) => "to start".to_owned(),
+                };
+                self.wait(record, opens, reason, what).await;
+                return Ok(());
+            }
+            // The window opened during the download: the step runs again
+            // (and installs what is cached).
+            (Ok(None), Phase::Open { .. }) => return Ok(()),
+            // An install-from-cache-only task whose window opened before
+            // its content was cached: a recurring window comes again, so
+            // it downloads once this one closes.
+            (Err(f), Phase::Open { until: Some(until) })
+                if f.reason == ReasonCode::NotCached && window.is_some() =>
+            {
+                let what = format!("to download, when the install window closes: {}", f.message);
+                self.wait(record, until, ReasonCode::NotCached, what).await;
+                return Ok(());
+            }
+            (Err(f), _) => return Err(f),
+        };
         self.install(record, &manifest).await
+    }
+
+    /// Records that `record` waits until `at` for `reason`, once: the step
+    /// runs again then.
+    async fn wait(
+        self: &Arc<Self>,
+        record: &mut TaskRecord,
+        at: i64,
+        reason: ReasonCode,
+        what: String,
+    ) {
+        let message = format!(
+            "waiting until {} {what}",
+            chrono::DateTime::from_timestamp(at, 0)
+                .map(|t| t.with_timezone(&chrono::Local).to_rfc3339())
+                .unwrap_or_default()
+        );
+        let changed = record.state != TaskState::Waiting
+            || record.reason != Some(reason)
+            || record.next_attempt_at != Some(at)
+            || record.message != message;
+        record.state = TaskState::Waiting;
+        record.reason = Some(reason);
+        record.source = None;
+        record.next_attempt_at = Some(at);
+        record.message = message;
+        if changed {
+            self.commit(record).await;
+        } else {
+            // Not reported again, but the in-memory copy says when it is due.
+            self.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(record.task.id.clone())
+                .and_modify(|r| r.next_attempt_at = Some(at));
+        }
     }
 
     /// Every source in order: the metadata and manifest from the server,
@@ -636,6 +693,37 @@ impl Agent {
         name: &PackageName,
         version: &semver::Version,
         cache_only: bool,
+        until: Option<i64>,
+    ) -> Result<Manifest, Failure> {
+        let Some(at) = until else {
+            return self.download_now(record, name, version, cache_only).await;
+        };
+        let left = Duration::from_secs((at - now()).max(0) as u64);
+        match tokio::time::timeout(left, self.download_now(record, name, version, cache_only)).await
+        {
+            Ok(done) => done,
+            Err(_) if Some(at) == record.task.deadline => Err(Failure {
+                reason: ReasonCode::DeadlinePassed,
+                message: "the deadline passed during the download".into(),
+                retry: false,
+            }),
+            Err(_) => Err(Failure {
+                reason: ReasonCode::NotCached,
+                message: "the install window opened before the content was cached; an \
+                          install-from-cache-only task never downloads inside its window"
+                    .into(),
+                retry: false,
+            }),
+        }
+    }
+
+    /// [`Agent::download`] without a time limit.
+    async fn download_now(
+        self: &Arc<Self>,
+        record: &mut TaskRecord,
+        name: &PackageName,
+        version: &semver::Version,
+        cache_only: bool,
     ) -> Result<Manifest, Failure> {
         let first_time = record.state < TaskState::Downloading;
         record.state = TaskState::Downloading;
@@ -767,6 +855,7 @@ impl Agent {
         record.percent = 100;
         record.source = None;
         record.reason = None;
+        record.content_ready = true;
         record.message = if record.task.precache_only {
             "downloaded and verified; kept in the cache (pre-cache task)".into()
         } else {
@@ -1040,5 +1129,75 @@ impl Agent {
                 retry: true,
             }),
         }
+    }
+}
+
+/// Where a task stands with its not-before and its install window.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// It may install now, until `until` (when a window closes).
+    Open { until: Option<i64> },
+    /// It may not install before `opens`, for `reason` (not-before or
+    /// window-closed).
+    Closed { opens: i64, reason: ReasonCode },
+}
+
+impl Phase {
+    /// The phase of `task` at `now`, in this machine's local time; a window
+    /// that does not open again (before the deadline, or within a year)
+    /// fails the task.
+    fn of(
+        task: &ferry_net::tasks::Task,
+        window: Option<&InstallWindow>,
+        now: i64,
+    ) -> Result<Phase, Failure> {
+        let local = |t: i64| {
+            chrono::DateTime::from_timestamp(t, 0)
+                .unwrap_or_default()
+                .with_timezone(&chrono::Local)
+        };
+        let from = task.not_before.map_or(now, |nb| nb.max(now));
+        let phase = match window.map(|w| w.state_at(&local(from))) {
+            None if from > now => Phase::Closed {
+                opens: from,
+                reason: ReasonCode::NotBefore,
+            },
+            None => Phase::Open { until: None },
+            Some(WindowState::Open { .. }) if from > now => Phase::Closed {
+                opens: from,
+                reason: ReasonCode::NotBefore,
+            },
+            Some(WindowState::Open { until }) => Phase::Open { until: Some(until) },
+            Some(WindowState::Closed { opens }) => {
+                let reason = if from > now {
+                    ReasonCode::NotBefore
+                } else {
+                    ReasonCode::WindowClosed
+                };
+                let Some(opens) = opens else {
+                    return Err(Failure {
+                        reason: ReasonCode::WindowClosed,
+                        message: format!(
+                            "the install window {} does not open within a year",
+                            window.map(|w| w.as_str()).unwrap_or_default()
+                        ),
+                        retry: false,
+                    });
+                };
+                Phase::Closed { opens, reason }
+            }
+        };
+        if let (Phase::Closed { opens, .. }, Some(deadline)) = (phase, task.deadline)
+            && opens >= deadline
+        {
+            return Err(Failure {
+                reason: ReasonCode::WindowClosed,
+                message: "the task may not install before its deadline (its not-before and \
+                          install window open too late)"
+                    .into(),
+                retry: false,
+            });
+        }
+        Ok(phase)
     }
 }

@@ -24,6 +24,9 @@ pub trait ReportStore: Send + Sync {
     /// Each agent's newest report about task `task` (the report with the
     /// highest `seq` in its body among those whose `task` field names it).
     fn latest_task_reports(&self, task: &str) -> Result<Vec<Report>, CatalogError>;
+    /// Each agent's newest inventory report body (kind `inventory`), by
+    /// agent id.
+    fn inventories(&self) -> Result<Vec<(String, serde_json::Value)>, CatalogError>;
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
@@ -57,6 +60,12 @@ impl ReportStore for SqliteCatalog {
                    report = excluded.report, body = excluded.body
                  WHERE excluded.seq > task_states.seq",
             )?;
+            let mut inventory = tx.prepare_cached(
+                "INSERT INTO inventories (agent, reported_at, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (agent) DO UPDATE SET
+                   reported_at = excluded.reported_at, body = excluded.body
+                 WHERE excluded.reported_at >= inventories.reported_at",
+            )?;
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO reports (id, agent, kind, created_at, received_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -83,6 +92,9 @@ impl ReportStore for SqliteCatalog {
                     )
                 {
                     latest.execute(params![task, r.agent, seq, r.created_at, r.id, body])?;
+                }
+                if added > 0 && r.kind == "inventory" {
+                    inventory.execute(params![r.agent, r.created_at, body])?;
                 }
             }
         }
@@ -138,6 +150,19 @@ impl ReportStore for SqliteCatalog {
         )?;
         let rows = stmt.query_map(params![task], row)?;
         rows.map(|r| report(r?)).collect()
+    }
+
+    fn inventories(&self) -> Result<Vec<(String, serde_json::Value)>, CatalogError> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached("SELECT agent, body FROM inventories ORDER BY agent")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| {
+            let (agent, body) = r?;
+            let body = serde_json::from_str(&body)
+                .map_err(|e| CatalogError::Corrupt(format!("inventory of {agent}: {e}")))?;
+            Ok((agent, body))
+        })
+        .collect()
     }
 }
 

@@ -94,7 +94,8 @@ pub(crate) fn migrations() -> Migrations<'static> {
         );
         "#,
         ),
-        // Tasks as the hub signed them, and each agent's newest report per task.
+        // Tasks as the hub signed them, each agent's newest report per task,
+        // groups of agents, and each agent's newest inventory.
         M::up(
             r#"
         CREATE TABLE tasks (
@@ -113,6 +114,16 @@ pub(crate) fn migrations() -> Migrations<'static> {
             report TEXT NOT NULL,
             body TEXT NOT NULL,
             PRIMARY KEY (task, agent)
+        ) WITHOUT ROWID;
+        CREATE TABLE groups (
+            name TEXT PRIMARY KEY,
+            created_at INTEGER NOT NULL,
+            selectors TEXT NOT NULL
+        );
+        CREATE TABLE inventories (
+            agent TEXT PRIMARY KEY,
+            reported_at INTEGER NOT NULL,
+            body TEXT NOT NULL
         ) WITHOUT ROWID;
         "#,
         ),

@@ -34,6 +34,13 @@ pub trait TaskStore: Send + Sync {
     fn task(&self, id: &str) -> Result<Option<TaskRecord>, CatalogError>;
     /// All tasks, oldest first.
     fn tasks(&self) -> Result<Vec<TaskRecord>, CatalogError>;
+    /// Creates a group with `selectors` (JSON); `false` if it exists.
+    fn create_group(&self, name: &str, selectors: &str, now: i64) -> Result<bool, CatalogError>;
+    /// Replaces a group's selectors (JSON); `false` if there is no such
+    /// group.
+    fn set_group(&self, name: &str, selectors: &str) -> Result<bool, CatalogError>;
+    /// Every group: name and selectors (JSON), by name.
+    fn groups(&self) -> Result<Vec<(String, String)>, CatalogError>;
 }
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
@@ -104,6 +111,31 @@ impl TaskStore for SqliteCatalog {
         let rows = stmt.query_map([], record)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn create_group(&self, name: &str, selectors: &str, now: i64) -> Result<bool, CatalogError> {
+        let conn = self.conn();
+        let added = conn.execute(
+            "INSERT OR IGNORE INTO groups (name, created_at, selectors) VALUES (?1, ?2, ?3)",
+            params![name, now, selectors],
+        )?;
+        Ok(added > 0)
+    }
+
+    fn set_group(&self, name: &str, selectors: &str) -> Result<bool, CatalogError> {
+        let conn = self.conn();
+        let changed = conn.execute(
+            "UPDATE groups SET selectors = ?2 WHERE name = ?1",
+            params![name, selectors],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn groups(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached("SELECT name, selectors FROM groups ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +171,14 @@ mod tests {
         assert!(catalog.task("t9").unwrap().is_none());
         let all: Vec<String> = catalog.tasks().unwrap().into_iter().map(|t| t.id).collect();
         assert_eq!(all, ["t2", "t1"]);
+        // Groups: created once, changed, listed.
+        assert!(catalog.create_group("canary", "[]", 1).unwrap());
+        assert!(!catalog.create_group("canary", "[\"x\"]", 2).unwrap());
+        assert!(catalog.set_group("canary", "[\"agent:pc-1\"]").unwrap());
+        assert!(!catalog.set_group("nope", "[]").unwrap());
+        assert_eq!(
+            catalog.groups().unwrap(),
+            vec![("canary".to_owned(), "[\"agent:pc-1\"]".to_owned())]
+        );
     }
 }

@@ -4,6 +4,7 @@
 mod agent_cmds;
 mod client_cmds;
 mod demo;
+mod group_cmds;
 mod hub_cmds;
 mod output;
 mod plugin;
@@ -49,6 +50,9 @@ enum Command {
     /// Deploy packages to sites and agents, and follow them.
     #[command(subcommand)]
     Task(task_cmds::TaskCommand),
+    /// Name sets of agents (by id, site or inventory) for tasks to target.
+    #[command(subcommand)]
+    Group(group_cmds::GroupCommand),
     /// Create enrollment tokens (run on the hub's machine).
     #[command(subcommand)]
     Token(hub_cmds::TokenCommand),
@@ -91,6 +95,13 @@ impl ClientData {
 }
 
 fn main() -> std::process::ExitCode {
+    // Output piped into `head` ends quietly when the reader goes away, as
+    // other command-line tools do, instead of failing on the broken pipe.
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -115,6 +126,7 @@ fn main() -> std::process::ExitCode {
             Command::Relay(cmd) => relay_cmds::run_relay(cmd).await,
             Command::Agent(cmd) => agent_cmds::run_agent(cmd).await,
             Command::Task(cmd) => task_cmds::run_task(cmd).await,
+            Command::Group(cmd) => group_cmds::run_group(cmd).await,
             Command::Token(cmd) => hub_cmds::run_token(cmd),
             Command::Enroll(args) => client_cmds::enroll(args).await,
             Command::Publish(args) => client_cmds::publish(args).await,

@@ -53,8 +53,12 @@ pub struct CreateArgs {
     /// matching it is deployed (printed).
     #[arg(long, value_name = "NAME[@REQ]")]
     package: String,
-    /// Who gets it: `site:NAME` or `agent:ID` (repeatable).
-    #[arg(long = "target", value_name = "site:S|agent:ID", required = true)]
+    /// Who gets it: `site:NAME`, `agent:ID` or `group:NAME` (repeatable).
+    #[arg(
+        long = "target",
+        value_name = "site:S|agent:ID|group:G",
+        required = true
+    )]
     targets: Vec<String>,
     /// Agents do not start before this time: RFC 3339
     /// (`2026-12-02T22:00:00Z`) or a delay from now (`30m`, `2h`).
@@ -72,9 +76,15 @@ pub struct CreateArgs {
     /// Download and keep only; a later task installs from the cache.
     #[arg(long)]
     precache_only: bool,
-    /// Download ahead; from --not-before on, install only what is cached
-    /// and never download.
-    #[arg(long, requires = "not_before")]
+    /// When installs may start, in each agent's local time: a daily range
+    /// (`22:00-06:00`) or a cron expression for the window's starts and its
+    /// length (`0 22 * * 1-5 for 8h`). Agents download ahead and wait for
+    /// it.
+    #[arg(long, value_name = "CRON-OR-RANGE")]
+    install_window: Option<String>,
+    /// Download ahead; from --not-before on, and inside the install window,
+    /// install only what is cached and never download.
+    #[arg(long)]
     install_from_cache_only: bool,
     /// An install-step parameter laid over the package's own (repeatable);
     /// values are read as TOML when they parse, else as strings.
@@ -211,6 +221,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
             .map(|d| d.as_secs().min(u32::MAX as u64) as u32),
         precache_only: args.precache_only,
         install_from_cache_only: args.install_from_cache_only,
+        install_window: args.install_window,
         params: params(&args.params)?,
     };
     let (_, client) = crate::client_cmds::connect(&args.data)?;
@@ -246,6 +257,16 @@ fn states(s: &BTreeMap<TaskState, u64>) -> String {
 }
 
 fn targets(t: &Task) -> String {
+    if !t.groups.is_empty() {
+        // The groups the admin named say more than their members.
+        let mut named: Vec<String> = t.groups.iter().map(|g| format!("group:{g}")).collect();
+        named.push(format!(
+            "({} site(s), {} agent(s))",
+            t.sites.len(),
+            t.agents.len()
+        ));
+        return named.join(" ");
+    }
     t.sites
         .iter()
         .map(|s| format!("site:{s}"))
@@ -297,6 +318,9 @@ fn print_detail(d: &TaskDetail) {
     }
     if t.precache_only {
         options.push("pre-cache only".into());
+    }
+    if let Some(window) = &t.install_window {
+        options.push(format!("install window {window} (agents' local time)"));
     }
     if t.install_from_cache_only {
         options.push("install from cache only".into());

@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod gc;
+mod groups;
 pub mod init;
 pub mod keys;
 mod layout;

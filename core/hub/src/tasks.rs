@@ -153,24 +153,56 @@ impl HubState {
         if spec.targets.is_empty() {
             return refuse("name at least one target: --target site:NAME or agent:ID".into());
         }
+        let catalog = self.catalog.clone();
+        let directory =
+            blocking(move || crate::groups::Directory::read(catalog.as_ref())).await??;
         let mut sites = Vec::new();
         let mut agents = Vec::new();
+        let mut groups = Vec::new();
         for target in &spec.targets {
             match target.split_once(':') {
                 Some(("site", s)) if crate::tokens::validate_site(s).is_ok() => {
                     sites.push(s.to_owned())
                 }
                 Some(("agent", a)) if !a.is_empty() && a.len() <= 64 => agents.push(a.to_owned()),
-                Some(("group", _)) => {
-                    return refuse(format!(
-                        "target {target:?}: groups are not supported yet; name sites or agents"
-                    ));
+                Some(("group", g)) => {
+                    let Some(selectors) = directory.groups.get(g) else {
+                        return refuse(format!("no group {g}; see `ferry group list`"));
+                    };
+                    // A site stays a site (its later agents are in); the
+                    // rest is resolved to the agents it selects now.
+                    let mut selected = 0;
+                    for s in selectors {
+                        if let ferry_net::tasks::Selector::Site(site) = s {
+                            sites.push(site.clone());
+                            selected += 1;
+                        }
+                    }
+                    let members = crate::groups::members(
+                        selectors,
+                        &directory.clients,
+                        &directory.inventories,
+                    );
+                    selected += members.len();
+                    agents.extend(members);
+                    if selected == 0 {
+                        return refuse(format!(
+                            "group {g} selects no agent now; see `ferry group list`"
+                        ));
+                    }
+                    groups.push(g.to_owned());
                 }
                 _ => {
-                    return refuse(format!("target {target:?} is not site:NAME or agent:ID"));
+                    return refuse(format!(
+                        "target {target:?} is not site:NAME, agent:ID or group:NAME"
+                    ));
                 }
             }
         }
+        sites.sort();
+        sites.dedup();
+        agents.sort();
+        agents.dedup();
         let now = now();
         if let Some(deadline) = spec.deadline
             && deadline <= now
@@ -185,6 +217,26 @@ impl HubState {
         if spec.precache_only && spec.install_from_cache_only {
             return refuse(
                 "--precache-only and --install-from-cache-only exclude each other".into(),
+            );
+        }
+        if let Some(window) = &spec.install_window {
+            if let Err(e) = window.parse::<ferry_net::window::InstallWindow>() {
+                return refuse(e.to_string());
+            }
+            if spec.precache_only {
+                return refuse(
+                    "a pre-cache task installs nothing: it takes no --install-window".into(),
+                );
+            }
+        }
+        if spec.install_from_cache_only
+            && spec.not_before.is_none()
+            && spec.install_window.is_none()
+        {
+            return refuse(
+                "--install-from-cache-only needs --not-before or --install-window: the time \
+                 from which it installs only what is cached"
+                    .into(),
             );
         }
         // The newest signed version matching the requirement.
@@ -219,12 +271,14 @@ impl HubState {
             requirement: req.to_string(),
             sites,
             agents,
+            groups,
             not_before: spec.not_before,
             deadline: spec.deadline,
             multicast: spec.multicast,
             multicast_delay_s: spec.multicast_delay_s,
             precache_only: spec.precache_only,
             install_from_cache_only: spec.install_from_cache_only,
+            install_window: spec.install_window,
             params: spec.params,
             cancelled: false,
             created_at: now,

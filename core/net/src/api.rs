@@ -46,6 +46,8 @@
 //!   its agents')
 //! - `POST tasks`, `GET tasks`, `GET tasks/{id}`, `DELETE tasks/{id}` -
 //!   create, list, show and cancel tasks (publisher; the hub only)
+//! - `POST groups`, `GET groups`, `POST groups/{name}` - create, list and
+//!   change groups of agents (publisher; the hub only)
 //! - `POST checkin?wait=S` - the signed tasks that may concern the caller,
 //!   once the task list passes the caller's version (agent, relay)
 //! - `POST relay/sync[?wait=true]` - a relay only, called by itself
@@ -112,6 +114,12 @@ pub mod routes {
     /// `GET`: one task with each target's state
     /// ([`crate::tasks::TaskDetail`]); `DELETE`: cancel it (the hub).
     pub const TASK: &str = "/v1/tasks/{id}";
+    /// `POST`: create a group ([`crate::tasks::GroupSpec`]); `GET`: list
+    /// them ([`crate::tasks::GroupInfo`] rows). Publisher role (the hub).
+    pub const GROUPS: &str = "/v1/groups";
+    /// `POST`: change a group's selectors ([`crate::tasks::GroupChange`] →
+    /// [`crate::tasks::GroupInfo`]).
+    pub const GROUP: &str = "/v1/groups/{name}";
     /// `POST ?wait=S`: an agent's (or a relay's) check-in
     /// ([`crate::tasks::CheckinRequest`] → [`crate::tasks::CheckinResponse`]),
     /// held open until the task list passes the caller's version.
@@ -124,6 +132,11 @@ pub mod routes {
     pub const TUF_METADATA_DIR: &str = "v1/tuf/";
     /// Relative URL of the TUF targets directory.
     pub const TUF_TARGETS_DIR: &str = "v1/tuf/targets/";
+
+    /// Relative URL of one group.
+    pub fn group(name: &str) -> String {
+        format!("v1/groups/{name}")
+    }
 
     /// Relative URL of one task.
     pub fn task(id: &str) -> String {

@@ -15,6 +15,7 @@ mod server;
 pub mod tasks;
 mod tls;
 mod token;
+pub mod window;
 
 pub use client::{BodyStream, HubClient, Response, describe_error, read_limited};
 pub use credentials::{ClientCredentials, ClientInfo};

@@ -29,7 +29,7 @@ pub struct TaskSpec {
     /// Version requirement; resolved at creation to the newest signed
     /// version matching it.
     pub requirement: String,
-    /// `site:NAME` or `agent:ID`, at least one.
+    /// `site:NAME`, `agent:ID` or `group:NAME`, at least one.
     pub targets: Vec<String>,
     /// Unix time before which agents do not start.
     #[serde(default)]
@@ -47,9 +47,14 @@ pub struct TaskSpec {
     #[serde(default)]
     pub precache_only: bool,
     /// Install only what is already cached once the install may start;
-    /// never download after `not_before`.
+    /// never download inside the install window (from `not_before`, or
+    /// while `install_window` is open).
     #[serde(default)]
     pub install_from_cache_only: bool,
+    /// When installs may start, in each agent's local time (see
+    /// [`crate::window::InstallWindow`]); none: at any time.
+    #[serde(default)]
+    pub install_window: Option<String>,
     /// Install-step parameters laid over the package's own.
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
@@ -68,8 +73,13 @@ pub struct Task {
     pub requirement: String,
     /// Sites whose agents are targets.
     pub sites: Vec<String>,
-    /// Agents that are targets by id.
+    /// Agents that are targets by id (named, or members of `groups` when
+    /// the task was created).
     pub agents: Vec<String>,
+    /// Groups the admin named, for display (their members are in `sites`
+    /// and `agents`).
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// Unix time before which agents do not start.
     pub not_before: Option<i64>,
     /// Unix time by which it must be done.
@@ -80,8 +90,13 @@ pub struct Task {
     pub multicast_delay_s: Option<u32>,
     /// Download and keep only.
     pub precache_only: bool,
-    /// Never download after `not_before`.
+    /// Never download inside the install window.
     pub install_from_cache_only: bool,
+    /// When installs may start, in each agent's local time (see
+    /// [`crate::window::InstallWindow`]); none: at any time from
+    /// `not_before`.
+    #[serde(default)]
+    pub install_window: Option<String>,
     /// Install-step parameters laid over the package's own.
     pub params: BTreeMap<String, serde_json::Value>,
     /// Cancelled: agents stop and drop what they pinned for it.
@@ -250,6 +265,9 @@ pub enum ReasonCode {
     NoSourceLeft,
     /// Waiting for the task's `not_before`.
     NotBefore,
+    /// Waiting for the task's install window to open; or it does not open
+    /// before the deadline.
+    WindowClosed,
     /// The install may not download any more and the content is not cached.
     NotCached,
     /// The deadline passed.
@@ -282,6 +300,7 @@ impl ReasonCode {
             ReasonCode::PeerUnavailable => "peer-unavailable",
             ReasonCode::NoSourceLeft => "no-source-left",
             ReasonCode::NotBefore => "not-before",
+            ReasonCode::WindowClosed => "window-closed",
             ReasonCode::NotCached => "not-cached",
             ReasonCode::DeadlinePassed => "deadline-passed",
             ReasonCode::DiskFull => "disk-full",
@@ -391,6 +410,151 @@ pub struct TaskDetail {
     pub targets: Vec<TargetStatus>,
 }
 
+/// Who belongs to a group: an agent matching any of its selectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `agent:ID`: one agent.
+    Agent(String),
+    /// `site:NAME`: every agent of a site, also those enrolled later.
+    Site(String),
+    /// `os:NAME`: agents whose inventory names this operating system.
+    Os(String),
+    /// `arch:NAME`: agents whose inventory names this CPU architecture.
+    Arch(String),
+    /// `subnet:ADDR/LEN`: agents with an address inside the subnet.
+    Subnet(std::net::IpAddr, u8),
+}
+
+impl std::str::FromStr for Selector {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (kind, value) = text.split_once(':').ok_or_else(|| {
+            format!("{text:?} is not a selector: use agent:ID, site:NAME, os:NAME, arch:NAME or subnet:ADDR/LEN")
+        })?;
+        let word = |v: &str| {
+            if v.is_empty()
+                || v.len() > 64
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                Err(format!(
+                    "{text:?}: the value must be 1-64 characters of a-z, 0-9, '-', '_' or '.'"
+                ))
+            } else {
+                Ok(v.to_owned())
+            }
+        };
+        match kind {
+            "agent" => Ok(Selector::Agent(word(value)?)),
+            "site" => Ok(Selector::Site(word(value)?)),
+            "os" => Ok(Selector::Os(word(value)?)),
+            "arch" => Ok(Selector::Arch(word(value)?)),
+            "subnet" => {
+                let (addr, len) = value.split_once('/').ok_or_else(|| {
+                    format!("{text:?}: give the subnet as ADDR/LEN, e.g. 10.1.2.0/24")
+                })?;
+                let addr: std::net::IpAddr = addr
+                    .parse()
+                    .map_err(|_| format!("{text:?}: {addr:?} is not an IP address"))?;
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                let len: u8 = len
+                    .parse()
+                    .ok()
+                    .filter(|l| *l <= max)
+                    .ok_or_else(|| format!("{text:?}: the prefix length must be 0-{max}"))?;
+                Ok(Selector::Subnet(addr, len))
+            }
+            other => Err(format!(
+                "{text:?}: unknown selector {other:?}; use agent, site, os, arch or subnet"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Agent(v) => write!(f, "agent:{v}"),
+            Selector::Site(v) => write!(f, "site:{v}"),
+            Selector::Os(v) => write!(f, "os:{v}"),
+            Selector::Arch(v) => write!(f, "arch:{v}"),
+            Selector::Subnet(a, l) => write!(f, "subnet:{a}/{l}"),
+        }
+    }
+}
+
+/// The address as the top bits of a u128 (IPv4 in the top 32), so one
+/// prefix mask fits both families.
+fn prefix_bits(addr: std::net::IpAddr) -> u128 {
+    match addr {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)) << 96,
+        std::net::IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+impl Selector {
+    /// Whether the agent `id` of `site`, with `inventory` (its newest, if
+    /// any), is selected.
+    pub fn matches(&self, id: &str, site: Option<&str>, inventory: Option<&Inventory>) -> bool {
+        match self {
+            Selector::Agent(a) => a == id,
+            Selector::Site(s) => site == Some(s.as_str()),
+            Selector::Os(os) => inventory.is_some_and(|i| &i.os == os),
+            Selector::Arch(arch) => inventory.is_some_and(|i| &i.arch == arch),
+            Selector::Subnet(net, len) => inventory.is_some_and(|i| {
+                i.addresses.iter().any(|a| {
+                    let Some(Ok(addr)) = a.split('/').next().map(str::parse::<std::net::IpAddr>)
+                    else {
+                        return false;
+                    };
+                    if addr.is_ipv4() != net.is_ipv4() {
+                        return false;
+                    }
+                    let bits = u32::from(*len);
+                    let mask = if bits == 0 {
+                        0
+                    } else {
+                        u128::MAX << (128 - bits.min(128))
+                    };
+                    prefix_bits(addr) & mask == prefix_bits(*net) & mask
+                })
+            }),
+        }
+    }
+}
+
+/// `POST /v1/groups`: a new group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// The group's name.
+    pub name: String,
+    /// Its selectors ([`Selector`] as text).
+    pub selectors: Vec<String>,
+}
+
+/// `POST /v1/groups/{name}`: selectors to add and remove.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupChange {
+    /// Selectors to add.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Selectors to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `GET /v1/groups` row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// Its selectors.
+    pub selectors: Vec<String>,
+    /// Enrolled agents it selects now.
+    pub members: Vec<String>,
+}
+
 /// Checks a task id's form (`t` and digits).
 pub fn valid_task_id(id: &str) -> bool {
     id.len() > 1
@@ -411,12 +575,14 @@ mod tests {
             requirement: "^1".into(),
             sites: vec!["berlin".into()],
             agents: vec!["pc-9".into()],
+            groups: Vec::new(),
             not_before: None,
             deadline: None,
             multicast: false,
             multicast_delay_s: None,
             precache_only: false,
             install_from_cache_only: false,
+            install_window: None,
             params: BTreeMap::new(),
             cancelled: false,
             created_at: 0,
@@ -439,6 +605,43 @@ mod tests {
             t.may_target_site(Some("paris")),
             "agent targets may be anywhere"
         );
+    }
+
+    #[test]
+    fn selectors_parse_and_match_by_id_site_and_inventory() {
+        let inv = Inventory {
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            addresses: vec!["10.1.2.3/24".into(), "fe80::1/64".into()],
+            ..Inventory::default()
+        };
+        let sel = |t: &str| t.parse::<Selector>().unwrap();
+        assert!(sel("agent:pc-1").matches("pc-1", None, None));
+        assert!(!sel("agent:pc-1").matches("pc-2", None, None));
+        assert!(sel("site:berlin").matches("x", Some("berlin"), None));
+        assert!(!sel("site:berlin").matches("x", Some("paris"), None));
+        assert!(sel("os:linux").matches("x", None, Some(&inv)));
+        assert!(
+            !sel("os:linux").matches("x", None, None),
+            "no inventory, no match"
+        );
+        assert!(sel("arch:x86_64").matches("x", None, Some(&inv)));
+        assert!(sel("subnet:10.1.0.0/16").matches("x", None, Some(&inv)));
+        assert!(sel("subnet:10.1.2.3/32").matches("x", None, Some(&inv)));
+        assert!(!sel("subnet:10.1.3.0/24").matches("x", None, Some(&inv)));
+        assert!(sel("subnet:0.0.0.0/0").matches("x", None, Some(&inv)));
+        assert!(sel("subnet:fe80::/10").matches("x", None, Some(&inv)));
+        assert_eq!(sel("subnet:10.1.0.0/16").to_string(), "subnet:10.1.0.0/16");
+        for bad in [
+            "pc-1",
+            "color:red",
+            "subnet:10.1.0.0",
+            "subnet:10.1.0.0/33",
+            "agent:",
+            "os:a b",
+        ] {
+            assert!(bad.parse::<Selector>().is_err(), "{bad}");
+        }
     }
 
     #[test]

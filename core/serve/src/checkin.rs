@@ -49,7 +49,9 @@ async fn checkin(
     caller.require(&[Role::Agent, Role::Relay], "checking in")?;
     let mut versions = source.task_version();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_CHECKIN_WAIT));
-    let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v > request.after)).await;
+    // A caller ahead of this server (which was reset, or whose own copy was
+    // tampered with) is answered at once, so it takes this server's list.
+    let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v != request.after)).await;
     let version = *versions.borrow();
     Ok(Json(CheckinResponse {
         version,

@@ -48,6 +48,11 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route(routes::PACKAGE_VERSION, delete(packages::unpublish))
         .route(routes::TASKS, post(tasks::create).get(tasks::list))
         .route(routes::TASK, get(tasks::show).delete(tasks::cancel))
+        .route(
+            routes::GROUPS,
+            post(tasks::create_group).get(tasks::list_groups),
+        )
+        .route(routes::GROUP, post(tasks::change_group))
         .with_state(state);
     let router = hub_routes
         .merge(ferry_serve::reports::router(source.clone()))

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::{Json, http::StatusCode};
 use ferry_net::api::{ErrorCode, Role};
-use ferry_net::tasks::{Task, TaskCreated, TaskDetail, TaskSpec, TaskSummary, valid_task_id};
+use ferry_net::tasks::{
+    GroupChange, GroupInfo, GroupSpec, Task, TaskCreated, TaskDetail, TaskSpec, TaskSummary,
+    valid_task_id,
+};
 
 use crate::HubState;
 use crate::tasks::TaskRefusal;
@@ -79,4 +82,37 @@ pub(crate) async fn cancel(
     caller.require(&[Role::Publisher], "cancelling tasks")?;
     check_id(&id)?;
     Ok(Json(state.cancel_task(&id).await?.map_err(refusal)?))
+}
+
+/// `POST /v1/groups`.
+pub(crate) async fn create_group(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+    Json(spec): Json<GroupSpec>,
+) -> Result<(StatusCode, Json<GroupInfo>), ApiError> {
+    caller.require(&[Role::Publisher], "creating groups")?;
+    let info = state.create_group(spec).await?.map_err(refusal)?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/groups`.
+pub(crate) async fn list_groups(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+) -> Result<Json<Vec<GroupInfo>>, ApiError> {
+    caller.require(&[Role::Publisher], "listing groups")?;
+    Ok(Json(state.groups().await?))
+}
+
+/// `POST /v1/groups/{name}`.
+pub(crate) async fn change_group(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(change): Json<GroupChange>,
+) -> Result<Json<GroupInfo>, ApiError> {
+    caller.require(&[Role::Publisher], "changing groups")?;
+    Ok(Json(
+        state.change_group(&name, change).await?.map_err(refusal)?,
+    ))
 }
