@@ -4,6 +4,7 @@
 
 mod latency;
 mod plugins;
+mod scale;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -79,6 +80,29 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         calls: usize,
     },
+    /// Many simulated agents (a certificate each, the real check-in
+    /// protocol) against one relay: their first check-ins, then the time
+    /// until each held check-in tells of a task created at the hub.
+    Scale {
+        /// The hub's data directory (its CA signs the simulated agents).
+        #[arg(long)]
+        hub: PathBuf,
+        /// An enrolled publisher's data directory.
+        #[arg(long)]
+        publisher: PathBuf,
+        /// The relay's URL.
+        #[arg(long)]
+        relay: String,
+        /// The relay's site.
+        #[arg(long)]
+        site: String,
+        /// A published package the task deploys.
+        #[arg(long)]
+        package: String,
+        /// Simulated agents.
+        #[arg(long)]
+        agents: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +141,21 @@ fn main() -> anyhow::Result<()> {
             clients,
             seconds,
         } => latency::run(&data, &object, clients, seconds)?,
+        Command::Scale {
+            hub,
+            publisher,
+            relay,
+            site,
+            package,
+            agents,
+        } => scale::run(scale::ScaleArgs {
+            hub: &hub,
+            publisher: &publisher,
+            relay: &relay,
+            site: &site,
+            package: &package,
+            agents,
+        })?,
         Command::Plugins { calls } => {
             println!("{}", plugins::run(calls)?);
         }

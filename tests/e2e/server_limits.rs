@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use ferry_e2e::Hub;
 use ferry_e2e::tree::{random_bytes, write_app};
+use ferry_net::api::routes;
+use futures_util::StreamExt;
 
 #[test]
 fn idle_and_dribbling_connections_do_not_stop_others_being_served() {
@@ -59,6 +61,58 @@ fn idle_and_dribbling_connections_do_not_stop_others_being_served() {
     for d in dribblers {
         d.join().unwrap();
     }
+}
+
+#[test]
+fn clients_that_reset_their_connection_mid_answer_do_not_end_the_hub() {
+    let mut hub = Hub::start();
+    let publisher = hub.enroll("publisher", "publisher");
+    let app = hub.root.path().join("big");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("data.bin"), random_bytes(16 << 20, 41)).unwrap();
+    publisher
+        .run(&[
+            "publish",
+            app.to_str().unwrap(),
+            "--name",
+            "big",
+            "--version",
+            "1.0.0",
+        ])
+        .success();
+    let object = std::fs::read_dir(hub.data.join("store/objects"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap())
+        .max_by_key(|f| f.metadata().unwrap().len())
+        .expect("a stored object")
+        .file_name()
+        .into_string()
+        .unwrap();
+    let creds = ferry_net::ClientCredentials::load(&publisher.data).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for _ in 0..20 {
+            // A client of its own each time, so each is a new connection:
+            // it reads the first piece of a large answer and closes with
+            // the rest unread, which resets the connection while the hub
+            // is still writing.
+            let client = ferry_net::HubClient::from_credentials(&creds).unwrap();
+            let url = client.url(&routes::object(&object)).unwrap();
+            let response = client.get(&url, None).await.unwrap();
+            let mut body = client.body(&url, response);
+            let first = body.next().await.expect("a first piece").unwrap();
+            assert!(!first.is_empty());
+            drop(body);
+            drop(client);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    publisher.run(&["packages"]).success();
+    assert!(
+        hub.running(),
+        "the hub ended when clients reset their connections"
+    );
 }
 
 /// Waits until `check` holds, failing the test after `limit`.

@@ -241,6 +241,14 @@ impl Hub {
         child.wait().expect("hub exit status").success()
     }
 
+    /// Whether the hub process is still running (it was started and has
+    /// not exited).
+    pub fn running(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     /// The hub's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("the hub is running")

@@ -94,15 +94,34 @@ impl ClientData {
     }
 }
 
-fn main() -> std::process::ExitCode {
-    // Output piped into `head` ends quietly when the reader goes away, as
-    // other command-line tools do, instead of failing on the broken pipe.
-    // SAFETY: setting a signal's disposition to its default, before any
-    // thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+impl Command {
+    /// Whether the command is a long-running server (or the demo, which
+    /// runs servers): a peer closing its socket must never end it.
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Demo(_)
+                | Command::Hub(hub_cmds::HubCommand::Run { .. })
+                | Command::Relay(relay_cmds::RelayCommand::Run { .. })
+                | Command::Agent(agent_cmds::AgentCommand::Run { .. })
+        )
     }
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A command's output piped into `head` ends quietly when the reader
+    // goes away, as other command-line tools do, instead of failing on the
+    // broken pipe. Servers keep SIGPIPE ignored: with its default action, a
+    // client resetting its connection while a response is written would
+    // kill the hub, relay or agent (bench/scale found it).
+    if !cli.command.serves() {
+        // SAFETY: setting a signal's disposition to its default, before
+        // any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
