@@ -16,7 +16,7 @@ use ferry_net::{CertificateAuthority, ClientCredentials, HubClient, generate_cli
 
 /// Agents per loopback source address: below the ~28k ephemeral ports one
 /// address has towards one server port.
-const AGENTS_PER_SOURCE: usize = 16_000;
+const AGENTS_PER_SOURCE: usize = 1_000;
 
 /// First check-ins in flight at once, as agents arriving over a few
 /// seconds rather than in one instant.
@@ -78,6 +78,21 @@ async fn checkin(
     Ok(response.json().await?)
 }
 
+/// What one simulated agent saw.
+#[derive(Default)]
+struct Outcome {
+    /// Its first check-in's latency.
+    first_ms: Option<f64>,
+    /// When its first check-in was answered.
+    first_done: Option<Instant>,
+    /// Why its first check-in failed.
+    first_error: Option<String>,
+    /// Seconds from the task's creation until it was told.
+    told_s: Option<f64>,
+    /// Held check-ins that failed.
+    held_errors: usize,
+}
+
 fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| {
@@ -109,69 +124,52 @@ pub fn run(args: ScaleArgs<'_>) -> anyhow::Result<()> {
             "{base}/{}?wait={MAX_CHECKIN_WAIT}",
             routes::relative(routes::CHECKIN)
         );
-        // First check-ins: every agent once, RAMP_CONCURRENCY at a time.
+        // Each agent checks in once (RAMP_CONCURRENCY at a time, as agents
+        // arriving over some seconds), then holds check-ins as a real agent
+        // does, noting when an answer brings a newer task list. The task is
+        // created once every agent holds one.
         let gate = Arc::new(tokio::sync::Semaphore::new(RAMP_CONCURRENCY));
-        let ramp = Instant::now();
-        let mut firsts = Vec::with_capacity(clients.len());
-        for client in &clients {
-            let (client, gate, quick) = (client.clone(), gate.clone(), quick.clone());
-            firsts.push(tokio::spawn(async move {
-                let _slot = gate.acquire_owned().await;
-                let t = Instant::now();
-                let answer = checkin(&client, &quick, 0).await;
-                (
-                    t.elapsed().as_secs_f64() * 1000.0,
-                    answer.map(|a| a.version),
-                )
-            }));
-        }
-        let mut latency = Vec::new();
-        let mut versions = Vec::new();
-        let mut ramp_errors = 0usize;
-        let mut first_error = None;
-        for f in firsts {
-            match f.await? {
-                (ms, Ok(v)) => {
-                    latency.push(ms);
-                    versions.push(v);
-                }
-                (_, Err(e)) => {
-                    ramp_errors += 1;
-                    first_error.get_or_insert(e.to_string());
-                }
-            }
-        }
-        let ramp_s = ramp.elapsed().as_secs_f64();
-        let known = versions.iter().copied().max().unwrap_or(0);
-
-        // Every agent holds a check-in; the task is created once all are
-        // sent; each agent notes when an answer brings a newer list.
-        let sent = Arc::new(AtomicUsize::new(0));
+        let holding = Arc::new(AtomicUsize::new(0));
         let created_at: Arc<tokio::sync::OnceCell<Instant>> = Arc::new(Default::default());
-        let mut holders = Vec::with_capacity(clients.len());
+        let ramp = Instant::now();
+        let mut agents = Vec::with_capacity(clients.len());
         for client in clients {
-            let (held, sent, created_at) = (held.clone(), sent.clone(), created_at.clone());
-            holders.push(tokio::spawn(async move {
-                let mut errors = 0usize;
-                let mut first = true;
-                loop {
-                    if first {
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        first = false;
+            let (gate, quick, held) = (gate.clone(), quick.clone(), held.clone());
+            let (holding, created_at) = (holding.clone(), created_at.clone());
+            agents.push(tokio::spawn(async move {
+                let mut outcome = Outcome::default();
+                let slot = gate.acquire_owned().await;
+                let t = Instant::now();
+                let known = match checkin(&client, &quick, 0).await {
+                    Ok(a) => {
+                        outcome.first_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+                        outcome.first_done = Some(Instant::now());
+                        a.version
                     }
+                    Err(e) => {
+                        outcome.first_error = Some(format!("{e:#}"));
+                        holding.fetch_add(1, Ordering::SeqCst);
+                        return outcome;
+                    }
+                };
+                drop(slot);
+                // The connection goes back to the client's pool only once
+                // its answer is read to the end and its task notices: a
+                // moment, so the held check-in reuses it instead of opening
+                // a second one.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                holding.fetch_add(1, Ordering::SeqCst);
+                loop {
                     match checkin(&client, &held, known).await {
                         Ok(a) if a.version != known => {
-                            let told = created_at
-                                .get()
-                                .map(|t| t.elapsed().as_secs_f64())
-                                .unwrap_or(0.0);
-                            return (Some(told), errors);
+                            outcome.told_s = created_at.get().map(|t| t.elapsed().as_secs_f64());
+                            return outcome;
                         }
                         Ok(_) => {}
                         Err(_) => {
-                            errors += 1;
-                            if errors > 3 {
-                                return (None, errors);
+                            outcome.held_errors += 1;
+                            if outcome.held_errors > 3 {
+                                return outcome;
                             }
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
@@ -179,7 +177,7 @@ pub fn run(args: ScaleArgs<'_>) -> anyhow::Result<()> {
                 }
             }));
         }
-        while sent.load(Ordering::SeqCst) < holders.len() {
+        while holding.load(Ordering::SeqCst) < agents.len() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Sent is not yet received: let the last requests reach the relay,
@@ -197,16 +195,25 @@ pub fn run(args: ScaleArgs<'_>) -> anyhow::Result<()> {
             .post_json(routes::relative(routes::TASKS), &spec)
             .await?;
         let mut told = Vec::new();
-        let mut hold_errors = 0;
-        let mut untold = 0;
-        for h in holders {
-            let (t, e) = h.await?;
-            hold_errors += e;
-            match t {
+        let mut latency = Vec::new();
+        let (mut hold_errors, mut untold, mut ramp_errors) = (0, 0, 0);
+        let mut first_error = None;
+        let mut ramp_end = ramp;
+        for agent in agents {
+            let o = agent.await?;
+            latency.extend(o.first_ms);
+            ramp_end = ramp_end.max(o.first_done.unwrap_or(ramp));
+            if let Some(e) = o.first_error {
+                ramp_errors += 1;
+                first_error.get_or_insert(e);
+            }
+            hold_errors += o.held_errors;
+            match o.told_s {
                 Some(t) => told.push(t),
                 None => untold += 1,
             }
         }
+        let ramp_s = (ramp_end - ramp).as_secs_f64();
         println!(
             "{}",
             serde_json::json!({
