@@ -93,30 +93,22 @@ pub async fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
             selectors,
             data,
         } => {
-            change(
-                &name,
-                GroupChange {
-                    add: selectors,
-                    remove: Vec::new(),
-                },
-                &data,
-            )
-            .await
+            let add = GroupChange {
+                add: selectors,
+                ..GroupChange::default()
+            };
+            change(&name, add, &data).await
         }
         GroupCommand::Remove {
             name,
             selectors,
             data,
         } => {
-            change(
-                &name,
-                GroupChange {
-                    add: Vec::new(),
-                    remove: selectors,
-                },
-                &data,
-            )
-            .await
+            let remove = GroupChange {
+                remove: selectors,
+                ..GroupChange::default()
+            };
+            change(&name, remove, &data).await
         }
         GroupCommand::List { json, data } => {
             let (_, client) = crate::client_cmds::connect(&data)?;
@@ -145,6 +137,14 @@ pub async fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
 }
 
 async fn change(name: &str, change: GroupChange, data: &ClientData) -> anyhow::Result<()> {
+    // The name goes into the request's path.
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        bail!("invalid group name {name:?}; see `ferry group list`");
+    }
     check(&change.add)?;
     check(&change.remove)?;
     let (_, client) = crate::client_cmds::connect(data)?;

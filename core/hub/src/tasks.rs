@@ -21,6 +21,9 @@ use crate::{HubError, HubState};
 /// How long a task without a deadline stays valid for agents.
 pub const TASK_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
 
+/// Most agents one task names by id (directly or through groups).
+const MAX_TASK_AGENTS: usize = 10_000;
+
 /// One signed task held for check-ins.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -153,9 +156,14 @@ impl HubState {
         if spec.targets.is_empty() {
             return refuse("name at least one target: --target site:NAME or agent:ID".into());
         }
-        let catalog = self.catalog.clone();
-        let directory =
-            blocking(move || crate::groups::Directory::read(catalog.as_ref())).await??;
+        // Groups, agents and inventories are read only for a group target:
+        // the rest of task creation does not need them.
+        let directory = if spec.targets.iter().any(|t| t.starts_with("group:")) {
+            let catalog = self.catalog.clone();
+            Some(blocking(move || crate::groups::Directory::read(catalog.as_ref())).await??)
+        } else {
+            None
+        };
         let mut sites = Vec::new();
         let mut agents = Vec::new();
         let mut groups = Vec::new();
@@ -166,7 +174,8 @@ impl HubState {
                 }
                 Some(("agent", a)) if !a.is_empty() && a.len() <= 64 => agents.push(a.to_owned()),
                 Some(("group", g)) => {
-                    let Some(selectors) = directory.groups.get(g) else {
+                    let found = directory.as_ref().and_then(|d| Some((d, d.groups.get(g)?)));
+                    let Some((directory, selectors)) = found else {
                         return refuse(format!("no group {g}; see `ferry group list`"));
                     };
                     // A site stays a site (its later agents are in); the
@@ -203,6 +212,16 @@ impl HubState {
         sites.dedup();
         agents.sort();
         agents.dedup();
+        // Every agent and relay concerned receives the signed task with its
+        // list of agents at each check-in: a list this long belongs in a
+        // site (or a group of sites).
+        if agents.len() > MAX_TASK_AGENTS {
+            return refuse(format!(
+                "the targets name {} agents, more than {MAX_TASK_AGENTS}; target their sites \
+                 (site:NAME, or a group with site selectors) instead",
+                agents.len()
+            ));
+        }
         let now = now();
         if let Some(deadline) = spec.deadline
             && deadline <= now
