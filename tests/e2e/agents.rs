@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ferry_e2e::agent::{Agent, create_task, show_task, targets_in, wait_hub_task};
+use ferry_e2e::agent::{Agent, create_task, publish_copy, show_task, targets_in, wait_hub_task};
 use ferry_e2e::proxy::{Mode, Proxy};
 use ferry_e2e::relay::Relay;
 use ferry_e2e::tree::{Entry, random_bytes, snapshot, total_bytes};
@@ -26,20 +26,7 @@ fn write_package(dir: &Path, seed: u64, size: usize) {
 /// Publishes `dir` as `tool` `version`, installed by `copy` into the
 /// agent's install root under `tool`.
 fn publish(publisher: &Client, dir: &Path, version: &str) {
-    publisher
-        .run(&[
-            "publish".as_ref(),
-            dir.as_os_str(),
-            "--name".as_ref(),
-            "tool".as_ref(),
-            "--version".as_ref(),
-            version.as_ref(),
-            "--install".as_ref(),
-            "copy".as_ref(),
-            "--param".as_ref(),
-            "target=tool".as_ref(),
-        ])
-        .success();
+    publish_copy(publisher, dir, "tool", version);
 }
 
 /// What an agent installed, without the installer's own records.

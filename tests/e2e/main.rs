@@ -19,4 +19,5 @@ mod relay;
 mod relay_faults;
 mod revocations;
 mod server_limits;
+mod settings;
 mod tuf_interop;

@@ -96,6 +96,29 @@ impl Agent {
         ferry(args).json()
     }
 
+    /// Waits (up to `limit`) until the agent's status satisfies `done`;
+    /// returns it. Panics with the last status otherwise.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let status = self.status();
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "agent {}: {what} did not happen within {limit:?}; status: {status:#}",
+                self.data.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The agent's own record of task `id`, if it holds one.
     pub fn task(&self, id: &str) -> Option<serde_json::Value> {
         self.status()["tasks"]
@@ -160,6 +183,20 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Publishes `dir` as `name` `version`, installed by the built-in `copy`
+/// installer into the agent's install root under `name`.
+pub fn publish_copy(admin: &Client, dir: &std::path::Path, name: &str, version: &str) {
+    let target = format!("target={name}");
+    admin
+        .publish_with(
+            dir,
+            name,
+            version,
+            &["--install", "copy", "--param", &target],
+        )
+        .success();
 }
 
 /// `ferry task create --package SPEC --target ... ARGS --json` by

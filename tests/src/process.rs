@@ -397,15 +397,21 @@ impl Client {
 
     /// `ferry publish DIR --name NAME --version VERSION --json`.
     pub fn publish(&self, dir: &Path, name: &str, version: &str) -> Run {
-        self.run(&[
+        self.publish_with(dir, name, version, &["--json"])
+    }
+
+    /// `ferry publish DIR --name NAME --version VERSION EXTRA...`.
+    pub fn publish_with(&self, dir: &Path, name: &str, version: &str, extra: &[&str]) -> Run {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "publish".as_ref(),
             dir.as_os_str(),
             "--name".as_ref(),
             name.as_ref(),
             "--version".as_ref(),
             version.as_ref(),
-            "--json".as_ref(),
-        ])
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        self.run(&args)
     }
 
     /// `ferry fetch SPEC --out OUT --json [--mirror URL]`.

@@ -52,6 +52,10 @@ pub(crate) struct Agent {
     writing: tokio::sync::Mutex<()>,
     /// What is known of each source kind.
     health: Mutex<BTreeMap<SourceKind, SourceHealth>>,
+    /// The settings set centrally.
+    pub(crate) central: Mutex<crate::settings::Central>,
+    /// Woken when the settings change.
+    pub(crate) settings_changed: tokio::sync::Notify,
 }
 
 /// Why a step failed, and whether trying again later may help.
@@ -111,6 +115,7 @@ impl Agent {
         outbox: Arc<Outbox>,
         installed: Installed,
         tasks: BTreeMap<String, TaskRecord>,
+        settings: Option<crate::settings::HeldSettings>,
     ) -> Agent {
         let kind = if hub.is_some() { "relay" } else { "hub" };
         Agent {
@@ -132,6 +137,8 @@ impl Agent {
             installing: std::sync::atomic::AtomicBool::new(false),
             writing: tokio::sync::Mutex::new(()),
             health: Mutex::new(BTreeMap::new()),
+            central: Mutex::new(crate::settings::Central::new(settings)),
+            settings_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -551,7 +558,7 @@ impl Agent {
 
     /// Every source in order: the metadata and manifest from the server,
     /// then the hub; without the relay when `skip_relay`.
-    fn metadata_sources(&self, skip_relay: bool) -> Vec<(SourceKind, HubClient)> {
+    pub(crate) fn metadata_sources(&self, skip_relay: bool) -> Vec<(SourceKind, HubClient)> {
         let relay = self.server_is_relay();
         let mut out = Vec::new();
         if !relay {
@@ -880,7 +887,12 @@ impl Agent {
             size_bytes: manifest.total_size(),
             missing_bytes: missing,
             options: TaskOptions {
-                multicast_allowed: record.task.multicast,
+                // The task's word, else the settings'.
+                multicast_allowed: record
+                    .task
+                    .multicast
+                    .or(self.settings().multicast)
+                    .unwrap_or(false),
                 deadline: record.task.deadline.map(|d| d.max(0) as u64),
             },
             subnet_peers: 0,

@@ -59,6 +59,22 @@ impl AgentLayout {
         self.data.join("status.json")
     }
 
+    /// The newest signed settings that verified.
+    pub fn settings(&self) -> PathBuf {
+        self.data.join("settings.json")
+    }
+
+    /// Plugins delivered as Ferry packages (the `plugin-packages` setting),
+    /// one directory each.
+    pub fn plugin_packages(&self) -> PathBuf {
+        self.data.join("plugin-packages")
+    }
+
+    /// Which version of each plugin package is laid out.
+    pub fn plugin_packages_state(&self) -> PathBuf {
+        self.data.join("plugin-packages.json")
+    }
+
     /// The run lock.
     pub fn lock(&self) -> PathBuf {
         self.data.join("agent.lock")

@@ -26,6 +26,7 @@ mod layout;
 mod outbox;
 mod record;
 pub mod run;
+mod settings;
 pub mod status;
 
 pub use config::AgentConfig;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_net::api::routes;
+use ferry_net::settings::{SETTINGS_DOCUMENT, Settings};
 use ferry_net::tasks::{
     CheckinRequest, CheckinResponse, INVENTORY_REPORT, SourceKind, TASK_DOCUMENT, Task,
 };
@@ -16,6 +17,7 @@ use ferry_plugin::{BuiltinPlugin, PluginEngine, Registry};
 use crate::execute::Agent;
 use crate::outbox::Outbox;
 use crate::record::{Records, TaskRecord, load_installed};
+use crate::settings::HeldSettings;
 use crate::status::{AgentStatus, Refusal};
 use crate::{AgentConfig, AgentError, AgentLayout};
 
@@ -52,6 +54,7 @@ pub async fn run(
         held,
         installed,
         outbox,
+        settings: held_settings,
     } = tokio::task::spawn_blocking(move || open(&opening))
         .await
         .map_err(|e| AgentError::DataDir(format!("opening the data directory failed: {e}")))??;
@@ -64,7 +67,8 @@ pub async fn run(
         ),
         None => None,
     };
-    let settings = config.plugins.clone();
+    let mut settings = config.plugins.clone();
+    settings.packages_dir = Some(layout.plugin_packages());
     let cache = layout.plugin_cache();
     let (registry, report) = tokio::task::spawn_blocking(move || {
         let engine = match options.engine {
@@ -94,6 +98,7 @@ pub async fn run(
         outbox.clone(),
         installed,
         held,
+        held_settings,
     ));
     // A task interrupted mid-step resumes: downloads from the verified
     // chunks kept, installs from the start (installers are idempotent).
@@ -105,10 +110,12 @@ pub async fn run(
     report_inventory(&agent).await;
     let forwarder = tokio::spawn(crate::outbox::forward(outbox, server, agent.hub.clone()));
     let checkins = tokio::spawn(check_in(agent.clone(), status.clone()));
+    let settings = tokio::spawn(crate::settings::keep_applied(agent.clone(), status.clone()));
     let worker = tokio::spawn(work(agent.clone()));
     tracing::info!(id = %agent.creds.info.id, server = %agent.config.server, "agent running");
     shutdown.await;
     checkins.abort();
+    settings.abort();
     worker.abort();
     forwarder.abort();
     status.lock().unwrap_or_else(|p| p.into_inner()).pid = None;
@@ -121,6 +128,12 @@ async fn report_inventory(agent: &Arc<Agent>) {
     let _ = tokio::task::spawn_blocking(move || {
         let inventory = crate::inventory::gather(&agent.layout.content(), &agent.config.server);
         let body = serde_json::to_value(&inventory).unwrap_or_default();
+        // Group settings select by inventory.
+        agent
+            .central
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_inventory(inventory);
         // One inventory report per run and state of the machine.
         let key = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp());
         if let Err(e) = agent.outbox.keep(INVENTORY_REPORT, &key, 0, body) {
@@ -130,7 +143,7 @@ async fn report_inventory(agent: &Arc<Agent>) {
     .await;
 }
 
-async fn write_status(agent: &Arc<Agent>, status: &Arc<std::sync::Mutex<AgentStatus>>) {
+pub(crate) async fn write_status(agent: &Arc<Agent>, status: &Arc<std::sync::Mutex<AgentStatus>>) {
     let path = agent.layout.status();
     let mut snapshot = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let outbox = agent.outbox.clone();
@@ -150,6 +163,7 @@ async fn work(agent: Arc<Agent>) {
             agent.drive(record).await;
             continue;
         }
+        agent.trim_cache().await;
         let wait = match agent.next_due() {
             Some(at) => {
                 Duration::from_secs((at - chrono::Utc::now().timestamp()).clamp(0, 3600) as u64)
@@ -168,16 +182,22 @@ async fn work(agent: Arc<Agent>) {
 async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>) {
     let mut after = 0u64;
     let mut failures = 0u32;
-    let wait = agent.config.checkin_wait.as_secs();
-    // A check-in is held open by design: its answer may take the whole wait.
+    // A check-in is held open by design: its answer may take the whole
+    // wait, at most the longest a server holds one.
     let mut pace = agent.config.transfer.pace();
-    pace.grace = agent.config.checkin_wait + pace.grace;
+    pace.grace = Duration::from_secs(ferry_net::tasks::MAX_CHECKIN_WAIT) + pace.grace;
     let server = agent.server.clone().with_pace(pace);
     // Past a relay that does not answer, the hub (when configured) tells
     // the agent its tasks, so a dead relay does not hide new work.
     let hub = agent.hub.clone().map(|h| h.with_pace(pace));
     let mut hub_heard = tokio::time::Instant::now();
     loop {
+        // The settings may change the wait at every check-in.
+        let wait = agent
+            .settings()
+            .checkin_wait
+            .unwrap_or(agent.config.checkin_wait)
+            .as_secs();
         // Now and then the hub itself is asked, so a relay cannot withhold
         // a cancellation (or a task) for longer than that.
         if let Some(hub) = &hub
@@ -190,7 +210,7 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
                 .await
             {
                 Ok(answer) => {
-                    merge(&agent, &status, answer.tasks).await;
+                    merge(&agent, &status, answer.tasks, answer.settings).await;
                 }
                 Err(e) => tracing::debug!("the periodic check-in at the hub failed: {e}"),
             }
@@ -239,7 +259,7 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
                     s.task_version = answer.version;
                 }
                 if answer.version != after {
-                    if merge(&agent, &status, answer.tasks).await {
+                    if merge(&agent, &status, answer.tasks, answer.settings).await {
                         after = answer.version;
                     } else {
                         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -271,17 +291,28 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
 /// that floods.
 const MAX_DOCUMENTS: usize = 1000;
 
-/// Verifies each signed task against the hub's control key (from the root
-/// pinned at enrollment, as updated through TUF) and takes those that are
-/// for this agent and newer than what it holds. Returns `false` when the
+/// Verifies each signed task and the signed settings against the hub's
+/// control key (from the root pinned at enrollment, as updated through
+/// TUF) and takes the tasks that are for this agent and newer than what it
+/// holds, and settings newer than those it holds. Returns `false` when the
 /// signed metadata could not be loaded to check them: the caller asks
 /// again later.
 async fn merge(
     agent: &Arc<Agent>,
     status: &Arc<std::sync::Mutex<AgentStatus>>,
     mut documents: Vec<String>,
+    settings: Option<String>,
 ) -> bool {
-    if documents.is_empty() {
+    // Settings held already need no second check.
+    let settings = settings.filter(|doc| {
+        agent
+            .central
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .document()
+            != Some(doc.as_str())
+    });
+    if documents.is_empty() && settings.is_none() {
         return true;
     }
     documents.truncate(MAX_DOCUMENTS);
@@ -313,6 +344,19 @@ async fn merge(
     let checked = tokio::task::spawn_blocking(move || {
         let mut refusals = Vec::new();
         let mut good = Vec::new();
+        let settings = settings.map(|document| {
+            let doc = repo
+                .verify_document(document.as_bytes(), SETTINGS_DOCUMENT)
+                .map_err(|e| format!("settings from {server} did not verify: {e}"))?;
+            let body: Settings = serde_json::from_value(doc.body)
+                .map_err(|e| format!("the signed settings are malformed: {e}"))?;
+            let held = HeldSettings {
+                version: doc.version,
+                expires_at: doc.expires.as_second(),
+                document,
+            };
+            Ok::<_, String>((held, body))
+        });
         for document in documents {
             let doc = match repo.verify_document(document.as_bytes(), TASK_DOCUMENT) {
                 Ok(d) => d,
@@ -334,12 +378,21 @@ async fn merge(
             }
             good.push((task, document, doc.version));
         }
-        (good, refusals)
+        (good, settings, refusals)
     })
     .await;
-    let Ok((good, mut refusals)) = checked else {
+    let Ok((good, settings, mut refusals)) = checked else {
         return false;
     };
+    match settings {
+        Some(Ok((held, body))) => {
+            if let Err(refusal) = agent.take_settings(held, body).await {
+                refusals.push(refusal);
+            }
+        }
+        Some(Err(refusal)) => refusals.push(refusal),
+        None => {}
+    }
     for (task, document, seq) in good {
         let held = agent
             .tasks
@@ -393,6 +446,7 @@ struct Opened {
     held: BTreeMap<String, TaskRecord>,
     installed: crate::record::Installed,
     outbox: Outbox,
+    settings: Option<HeldSettings>,
 }
 
 /// Opens the data directory: lock, configuration, credentials, task
@@ -418,6 +472,7 @@ fn open(layout: &AgentLayout) -> Result<Opened, AgentError> {
         .collect();
     let installed = load_installed(&layout.installed())?;
     let outbox = Outbox::open(&layout.outbox(), &creds.info.id)?;
+    let settings = HeldSettings::load(&layout.settings())?;
     Ok(Opened {
         lock,
         config,
@@ -426,6 +481,7 @@ fn open(layout: &AgentLayout) -> Result<Opened, AgentError> {
         held,
         installed,
         outbox,
+        settings,
     })
 }
 

@@ -39,6 +39,22 @@ pub struct AgentStatus {
     pub outbox_pending: u64,
     /// Task documents refused lately (newest last).
     pub refused: Vec<Refusal>,
+    /// The version of the settings set centrally that the agent holds (0:
+    /// none).
+    #[serde(default)]
+    pub settings_version: u64,
+    /// The settings that apply to this agent, with the scope that set each.
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, ferry_net::settings::Resolved>,
+    /// What could not be applied, and why.
+    #[serde(default)]
+    pub settings_notes: Vec<String>,
+    /// The policy plugin in use per kind.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<String, String>,
+    /// Plugin packages laid out, name → version.
+    #[serde(default)]
+    pub plugin_packages: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentStatus {

@@ -16,7 +16,7 @@ mod types;
 pub use cache::{CacheIndex, Pin};
 pub use reports::ReportStore;
 pub use sqlite::SqliteCatalog;
-pub use tasks::{TaskRecord, TaskStore};
+pub use tasks::{SettingsRecord, TaskRecord, TaskStore};
 pub use types::*;
 
 use ferry_content::{Digest, PackageName};

@@ -127,6 +127,19 @@ pub(crate) fn migrations() -> Migrations<'static> {
         ) WITHOUT ROWID;
         "#,
         ),
+        // Settings set centrally: one row, the values of every scope and
+        // the signed document agents get.
+        M::up(
+            r#"
+        CREATE TABLE settings (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            document TEXT NOT NULL
+        );
+        "#,
+        ),
     ])
 }
 

@@ -23,6 +23,19 @@ pub struct TaskRecord {
     pub document: String,
 }
 
+/// The settings as kept: every scope's values and their signed document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsRecord {
+    /// The signed document's version; grows with every change.
+    pub seq: u64,
+    /// Unix time the signed document expires.
+    pub expires_at: i64,
+    /// The settings body (JSON).
+    pub body: String,
+    /// The signed document (JSON) agents verify.
+    pub document: String,
+}
+
 /// Where tasks are kept.
 pub trait TaskStore: Send + Sync {
     /// The highest sequence number used so far (0 if none).
@@ -41,6 +54,10 @@ pub trait TaskStore: Send + Sync {
     fn set_group(&self, name: &str, selectors: &str) -> Result<bool, CatalogError>;
     /// Every group: name and selectors (JSON), by name.
     fn groups(&self) -> Result<Vec<(String, String)>, CatalogError>;
+    /// The settings, if any were ever set.
+    fn settings(&self) -> Result<Option<SettingsRecord>, CatalogError>;
+    /// Replaces the settings; the new sequence number must be higher.
+    fn put_settings(&self, settings: &SettingsRecord) -> Result<(), CatalogError>;
 }
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
@@ -55,6 +72,51 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
 }
 
 impl TaskStore for SqliteCatalog {
+    fn settings(&self) -> Result<Option<SettingsRecord>, CatalogError> {
+        let conn = self.read();
+        Ok(conn
+            .query_row(
+                "SELECT seq, expires_at, body, document FROM settings WHERE id = 1",
+                [],
+                |r| {
+                    Ok(SettingsRecord {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        expires_at: r.get(1)?,
+                        body: r.get(2)?,
+                        document: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn put_settings(&self, settings: &SettingsRecord) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let held: Option<i64> = tx
+            .query_row("SELECT seq FROM settings WHERE id = 1", [], |r| r.get(0))
+            .optional()?;
+        if let Some(held) = held
+            && held as u64 >= settings.seq
+        {
+            return Err(CatalogError::Invalid(format!(
+                "the settings are held with sequence {held} already; a change needs a higher one"
+            )));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO settings (id, seq, expires_at, body, document)
+             VALUES (1, ?1, ?2, ?3, ?4)",
+            params![
+                settings.seq as i64,
+                settings.expires_at,
+                settings.body,
+                settings.document
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn last_task_seq(&self) -> Result<u64, CatalogError> {
         let conn = self.read();
         let n: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM tasks", [], |r| r.get(0))?;
@@ -180,5 +242,26 @@ mod tests {
             catalog.groups().unwrap(),
             vec![("canary".to_owned(), "[\"agent:pc-1\"]".to_owned())]
         );
+    }
+
+    #[test]
+    fn settings_change_only_to_a_higher_sequence_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(catalog.settings().unwrap(), None);
+        let rec = |seq: u64| SettingsRecord {
+            seq,
+            expires_at: 99,
+            body: format!("body{seq}"),
+            document: format!("doc{seq}"),
+        };
+        catalog.put_settings(&rec(1)).unwrap();
+        catalog.put_settings(&rec(2)).unwrap();
+        let err = catalog.put_settings(&rec(2)).unwrap_err();
+        assert!(err.to_string().contains("higher"), "{err}");
+        drop(catalog);
+        let catalog = SqliteCatalog::open(&path).unwrap();
+        assert_eq!(catalog.settings().unwrap(), Some(rec(2)));
     }
 }

@@ -125,6 +125,23 @@ pub async fn run_agent(cmd: AgentCommand) -> anyhow::Result<()> {
             for r in &a.refused {
                 println!("  refused: {}", r.message);
             }
+            if !a.policies.is_empty() {
+                let policies: Vec<String> =
+                    a.policies.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                println!("  policies: {}", policies.join(", "));
+            }
+            for (name, version) in &a.plugin_packages {
+                println!("  plugin package {name} {version}");
+            }
+            if a.settings_version > 0 {
+                println!("settings set centrally (version {}):", a.settings_version);
+                for (key, r) in &a.settings {
+                    println!("  {key} = {} (from {})", r.value, r.scope);
+                }
+            }
+            for note in &a.settings_notes {
+                println!("  settings: {note}");
+            }
             if !report.installed.is_empty() {
                 println!("installed:");
                 for (name, version) in &report.installed {

@@ -67,7 +67,7 @@ fn parse_rate(text: &str) -> Result<u64, String> {
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
-    let size = ferry_relay::config::parse_size(text)?;
+    let size = ferry_net::parse_size(text)?;
     if size == 0 || size > 4 << 30 {
         return Err("the size must be between 1 byte and 4 GiB".into());
     }

@@ -244,8 +244,10 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
                         c.id.clone(),
                         c.role.to_string(),
                         c.site.clone().unwrap_or_else(|| "-".into()),
-                        time(c.enrolled_at),
-                        c.revoked_at.map(time).unwrap_or_else(|| "-".into()),
+                        crate::output::time(c.enrolled_at),
+                        c.revoked_at
+                            .map(crate::output::time)
+                            .unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
@@ -268,7 +270,7 @@ pub async fn run_hub(cmd: HubCommand) -> anyhow::Result<()> {
                 .map(|r| {
                     let body = r.body.to_string();
                     vec![
-                        time(r.created_at),
+                        crate::output::time(r.created_at),
                         r.agent.clone(),
                         r.kind.clone(),
                         r.id.clone(),
@@ -414,12 +416,6 @@ fn open_catalog(data: &std::path::Path) -> anyhow::Result<SqliteCatalog> {
     SqliteCatalog::open(&layout.catalog()).context("opening the hub catalog")
 }
 
-fn time(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|| unix.to_string())
-}
-
 pub fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Create(args) = cmd;
     let created = tokens::create_token(&args.data, args.role, args.site, args.expires)?;
@@ -428,7 +424,7 @@ pub fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
             "token": created.token.to_string(),
             "role": created.role,
             "site": created.site,
-            "expires_at": time(created.expires_at),
+            "expires_at": crate::output::time(created.expires_at),
         }));
     }
     eprintln!(
@@ -439,7 +435,7 @@ pub fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
             .as_deref()
             .map(|s| format!(" for site {s}"))
             .unwrap_or_default(),
-        time(created.expires_at)
+        crate::output::time(created.expires_at)
     );
     println!("{}", created.token);
     Ok(())

@@ -9,6 +9,7 @@ mod hub_cmds;
 mod output;
 mod plugin;
 mod relay_cmds;
+mod settings_cmds;
 mod task_cmds;
 
 use std::path::PathBuf;
@@ -53,6 +54,9 @@ enum Command {
     /// Name sets of agents (by id, site or inventory) for tasks to target.
     #[command(subcommand)]
     Group(group_cmds::GroupCommand),
+    /// Set agents' settings centrally: for all, a site, a group or one agent.
+    #[command(subcommand)]
+    Settings(settings_cmds::SettingsCommand),
     /// Create enrollment tokens (run on the hub's machine).
     #[command(subcommand)]
     Token(hub_cmds::TokenCommand),
@@ -146,6 +150,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(cmd) => agent_cmds::run_agent(cmd).await,
             Command::Task(cmd) => task_cmds::run_task(cmd).await,
             Command::Group(cmd) => group_cmds::run_group(cmd).await,
+            Command::Settings(cmd) => settings_cmds::run_settings(cmd).await,
             Command::Token(cmd) => hub_cmds::run_token(cmd),
             Command::Enroll(args) => client_cmds::enroll(args).await,
             Command::Publish(args) => client_cmds::publish(args).await,

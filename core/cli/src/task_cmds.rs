@@ -67,11 +67,16 @@ pub struct CreateArgs {
     /// It must be done by then; agents refuse it afterwards. Same forms.
     #[arg(long, value_name = "TIME")]
     deadline: Option<String>,
-    /// Allow subnet multicast.
-    #[arg(long)]
+    /// Allow subnet multicast. Without this or --no-multicast, the
+    /// `multicast` setting decides (`ferry settings`; off if unset).
+    #[arg(long, conflicts_with = "no_multicast")]
     multicast: bool,
-    /// How long a subnet waits for agents to join a multicast session.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "multicast")]
+    /// Forbid subnet multicast, whatever the settings say.
+    #[arg(long)]
+    no_multicast: bool,
+    /// How long a subnet waits for agents to join a multicast session;
+    /// without it, the `multicast-delay` setting decides.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "no_multicast")]
     multicast_delay: Option<Duration>,
     /// Download and keep only; a later task installs from the cache.
     #[arg(long)]
@@ -215,7 +220,11 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         targets: args.targets,
         not_before: args.not_before.as_deref().map(when).transpose()?,
         deadline: args.deadline.as_deref().map(when).transpose()?,
-        multicast: args.multicast,
+        multicast: match (args.multicast, args.no_multicast) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         multicast_delay_s: args
             .multicast_delay
             .map(|d| d.as_secs().min(u32::MAX as u64) as u32),
@@ -237,16 +246,10 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         spec.package,
         created.version,
         spec.requirement,
-        time(created.expires_at)
+        crate::output::time(created.expires_at)
     );
     println!("follow it with: ferry task show {} --watch", created.id);
     Ok(())
-}
-
-fn time(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|| unix.to_string())
 }
 
 fn states(s: &BTreeMap<TaskState, u64>) -> String {
@@ -288,7 +291,7 @@ fn list_row(t: &TaskSummary) -> Vec<String> {
         states(&t.states),
         b(SourceKind::Relay),
         b(SourceKind::Hub),
-        time(t.task.created_at),
+        crate::output::time(t.task.created_at),
     ]
 }
 
@@ -305,16 +308,19 @@ fn print_detail(d: &TaskDetail) {
     );
     let mut options = Vec::new();
     if let Some(nb) = t.not_before {
-        options.push(format!("not before {}", time(nb)));
+        options.push(format!("not before {}", crate::output::time(nb)));
     }
     if let Some(dl) = t.deadline {
-        options.push(format!("deadline {}", time(dl)));
+        options.push(format!("deadline {}", crate::output::time(dl)));
     }
-    if t.multicast {
-        options.push(format!(
-            "multicast allowed (delay {}s)",
-            t.multicast_delay_s.unwrap_or(0)
-        ));
+    let delay = match t.multicast_delay_s {
+        Some(s) => format!("delay {s}s"),
+        None => "delay per settings".into(),
+    };
+    match t.multicast {
+        Some(true) => options.push(format!("multicast allowed ({delay})")),
+        Some(false) => options.push("multicast forbidden".into()),
+        None => options.push(format!("multicast per settings ({delay})")),
     }
     if t.precache_only {
         options.push("pre-cache only".into());

@@ -135,30 +135,39 @@ impl HubState {
         let name = name.to_owned();
         // One change at a time, so two admins' edits do not lose either.
         let _serial = self.task_lock.lock().await;
-        blocking(move || {
-            let directory = Directory::read(catalog.as_ref())?;
-            let Some(current) = directory.groups.get(&name) else {
-                return Ok(Err(TaskRefusal::NotFound(format!(
-                    "no group {name}; create it with `ferry group create {name}`"
-                ))));
-            };
-            let mut selectors: Vec<Selector> = current
-                .iter()
-                .filter(|s| !remove.contains(s))
-                .cloned()
-                .collect();
-            for s in add {
-                if !selectors.contains(&s) {
-                    selectors.push(s);
+        let changed = blocking(
+            move || -> Result<Result<GroupInfo, TaskRefusal>, HubError> {
+                let directory = Directory::read(catalog.as_ref())?;
+                let Some(current) = directory.groups.get(&name) else {
+                    return Ok(Err(TaskRefusal::NotFound(format!(
+                        "no group {name}; create it with `ferry group create {name}`"
+                    ))));
+                };
+                let mut selectors: Vec<Selector> = current
+                    .iter()
+                    .filter(|s| !remove.contains(s))
+                    .cloned()
+                    .collect();
+                for s in add {
+                    if !selectors.contains(&s) {
+                        selectors.push(s);
+                    }
                 }
-            }
-            if let Err(e) = parse(&selectors.iter().map(|s| s.to_string()).collect::<Vec<_>>()) {
-                return Ok(Err(e));
-            }
-            catalog.set_group(&name, &stored(&selectors))?;
-            Ok(Ok(directory.info(&name, &selectors)))
-        })
-        .await?
+                if let Err(e) = parse(&selectors.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                {
+                    return Ok(Err(e));
+                }
+                catalog.set_group(&name, &stored(&selectors))?;
+                Ok(Ok(directory.info(&name, &selectors)))
+            },
+        )
+        .await??;
+        // Settings for the group carry its selectors: they are signed again.
+        if let Ok(info) = &changed {
+            self.resign_settings(&format!("group {} changed", info.name), Some(&info.name))
+                .await?;
+        }
+        Ok(changed)
     }
 
     /// Every group with its members now.

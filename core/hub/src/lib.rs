@@ -20,6 +20,7 @@ mod layout;
 pub mod lock;
 mod publish;
 pub mod run;
+pub mod settings;
 mod state;
 pub mod tasks;
 pub mod tokens;

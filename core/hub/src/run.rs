@@ -95,6 +95,9 @@ async fn refresh_loop(state: Arc<HubState>) {
             Ok(None) => {}
             Err(e) => tracing::error!("signing the revocation list failed: {e}"),
         }
+        if let Err(e) = state.refresh_settings().await {
+            tracing::error!("signing the settings again failed: {e}");
+        }
         let warnings = state.expiry_warnings();
         if warnings.is_empty() {
             last_warning = None;

@@ -70,7 +70,11 @@ impl HubState {
         let ca = CertificateAuthority::load(&layout.tls())?;
         let signed = tuf.current_targets()?.into_iter().collect();
         let version = tuf.state()?.version;
-        let tasks = crate::tasks::TaskBook::new(catalog.tasks()?, &catalog.list_clients()?)?;
+        let tasks = crate::tasks::TaskBook::new(
+            catalog.tasks()?,
+            &catalog.list_clients()?,
+            catalog.settings()?,
+        )?;
         Ok(HubState {
             layout,
             config,

@@ -35,10 +35,21 @@ struct Entry {
     agent_sites: Vec<String>,
 }
 
-/// The tasks agents may be told of, and a version that grows with every
-/// change, for held check-ins.
+/// The signed settings held for check-ins.
+#[derive(Debug, Clone, Default)]
+struct HeldSettings {
+    seq: u64,
+    document: Option<String>,
+    expires_at: i64,
+}
+
+/// What agents hear at check-in: the tasks they may be told of and the
+/// signed settings, with a version that grows with every change of either
+/// (the task sequence plus the settings version), for held check-ins.
 pub struct TaskBook {
     entries: RwLock<Arc<Vec<Entry>>>,
+    task_seq: std::sync::atomic::AtomicU64,
+    settings: RwLock<HeldSettings>,
     version: watch::Sender<u64>,
 }
 
@@ -47,16 +58,55 @@ impl TaskBook {
     pub(crate) fn new(
         records: Vec<TaskRecord>,
         clients: &[ClientRecord],
+        settings: Option<ferry_catalog::SettingsRecord>,
     ) -> Result<TaskBook, HubError> {
-        let version = records.iter().map(|r| r.seq).max().unwrap_or(0);
+        let task_seq = records.iter().map(|r| r.seq).max().unwrap_or(0);
         let entries = records
             .iter()
             .map(|r| entry(r, clients))
             .collect::<Result<Vec<_>, _>>()?;
+        let settings = settings.map_or_else(HeldSettings::default, |r| HeldSettings {
+            seq: r.seq,
+            document: Some(r.document),
+            expires_at: r.expires_at,
+        });
         Ok(TaskBook {
             entries: RwLock::new(Arc::new(entries)),
-            version: watch::channel(version).0,
+            version: watch::channel(task_seq + settings.seq).0,
+            task_seq: task_seq.into(),
+            settings: RwLock::new(settings),
         })
+    }
+
+    fn publish_version(&self) {
+        let tasks = self.task_seq.load(std::sync::atomic::Ordering::SeqCst);
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner()).seq;
+        self.version
+            .send_modify(|v| *v = (*v).max(tasks + settings));
+    }
+
+    pub(crate) fn put_settings(&self, record: &ferry_catalog::SettingsRecord) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = HeldSettings {
+            seq: record.seq,
+            document: Some(record.document.clone()),
+            expires_at: record.expires_at,
+        };
+        self.publish_version();
+    }
+
+    /// When the signed settings expire, if there are any.
+    pub(crate) fn settings_expiry(&self) -> Option<i64> {
+        let held = self.settings.read().unwrap_or_else(|p| p.into_inner());
+        held.document.as_ref().map(|_| held.expires_at)
+    }
+
+    /// The signed settings document, if any.
+    pub fn settings(&self) -> Option<String> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .document
+            .clone()
     }
 
     fn snapshot(&self) -> Arc<Vec<Entry>> {
@@ -75,11 +125,13 @@ impl TaskBook {
             entries.push(new);
             *guard = Arc::new(entries);
         }
-        self.version.send_modify(|v| *v = (*v).max(record.seq));
+        self.task_seq
+            .fetch_max(record.seq, std::sync::atomic::Ordering::SeqCst);
+        self.publish_version();
         Ok(())
     }
 
-    /// The task list version, for held check-ins.
+    /// The version of what check-ins answer, for held check-ins.
     pub fn version(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }

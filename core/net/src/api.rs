@@ -120,6 +120,10 @@ pub mod routes {
     /// `POST`: change a group's selectors ([`crate::tasks::GroupChange`] →
     /// [`crate::tasks::GroupInfo`]).
     pub const GROUP: &str = "/v1/groups/{name}";
+    /// `GET`: every scope's settings ([`crate::settings::SettingsView`]);
+    /// `POST`: change one scope ([`crate::settings::SettingsChange`] →
+    /// [`crate::settings::SettingsView`]). Publisher role (the hub).
+    pub const SETTINGS: &str = "/v1/settings";
     /// `POST ?wait=S`: an agent's (or a relay's) check-in
     /// ([`crate::tasks::CheckinRequest`] → [`crate::tasks::CheckinResponse`]),
     /// held open until the task list passes the caller's version.

@@ -12,6 +12,8 @@ mod identity;
 mod link;
 mod pace;
 mod server;
+pub mod settings;
+mod size;
 pub mod tasks;
 mod tls;
 mod token;
@@ -28,5 +30,6 @@ pub use identity::{
 pub use link::{Link, Rate};
 pub use pace::Pace;
 pub use server::{Peer, ServerLimits, raise_fd_limit, serve, serve_with_limits};
+pub use size::parse_size;
 pub use tls::{client_config, fetch_ca_pinned, provider, server_config};
 pub use token::EnrollmentToken;

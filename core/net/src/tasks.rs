@@ -37,10 +37,12 @@ pub struct TaskSpec {
     /// Unix time by which it must be done; agents refuse it afterwards.
     #[serde(default)]
     pub deadline: Option<i64>,
-    /// Subnet multicast is allowed.
+    /// Subnet multicast is allowed (`true`) or forbidden (`false`);
+    /// `None`: the agents' `multicast` setting decides.
     #[serde(default)]
-    pub multicast: bool,
-    /// Seconds a subnet waits for agents to join a multicast session.
+    pub multicast: Option<bool>,
+    /// Seconds a subnet waits for agents to join a multicast session;
+    /// `None`: the `multicast-delay` setting decides.
     #[serde(default)]
     pub multicast_delay_s: Option<u32>,
     /// Download and keep only; do not install.
@@ -84,9 +86,12 @@ pub struct Task {
     pub not_before: Option<i64>,
     /// Unix time by which it must be done.
     pub deadline: Option<i64>,
-    /// Subnet multicast is allowed.
-    pub multicast: bool,
-    /// Seconds a subnet waits for agents to join a multicast session.
+    /// Subnet multicast is allowed (`true`) or forbidden (`false`);
+    /// `None`: the agents' `multicast` setting decides.
+    #[serde(default)]
+    pub multicast: Option<bool>,
+    /// Seconds a subnet waits for agents to join a multicast session;
+    /// `None`: the `multicast-delay` setting decides.
     pub multicast_delay_s: Option<u32>,
     /// Download and keep only.
     pub precache_only: bool,
@@ -140,16 +145,21 @@ pub struct CheckinRequest {
     pub after: u64,
 }
 
-/// `POST /v1/checkin` answer: the signed tasks that may concern the caller.
+/// `POST /v1/checkin` answer: the signed tasks that may concern the
+/// caller, and the signed settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CheckinResponse {
-    /// The server's task list version.
+    /// The version of what the server answers (tasks and settings).
     pub version: u64,
     /// `hub` or `relay`: what kind of source the server is.
     pub server: String,
     /// Signed task documents (JSON text), unexpired, cancelled ones
     /// included so agents learn of the cancellation.
     pub tasks: Vec<String>,
+    /// The signed settings document ([`crate::settings`]), if the hub has
+    /// any.
+    #[serde(default)]
+    pub settings: Option<String>,
 }
 
 /// Where an agent is with a task.
@@ -578,7 +588,7 @@ mod tests {
             groups: Vec::new(),
             not_before: None,
             deadline: None,
-            multicast: false,
+            multicast: None,
             multicast_delay_s: None,
             precache_only: false,
             install_from_cache_only: false,

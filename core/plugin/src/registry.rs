@@ -81,6 +81,9 @@ pub struct Registry {
     /// broken file is reported once, not at every check.
     failed: Mutex<BTreeMap<PathBuf, (Option<Stamp>, String)>>,
     reloading: Mutex<()>,
+    /// Policies chosen at run time over the settings' (see
+    /// [`Registry::choose`]).
+    chosen: RwLock<BTreeMap<Kind, String>>,
 }
 
 impl Registry {
@@ -125,6 +128,7 @@ impl Registry {
             site: RwLock::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
             reloading: Mutex::new(()),
+            chosen: RwLock::new(BTreeMap::new()),
         };
         let report = registry.reload();
         for kind in [Kind::Transport, Kind::Schedule, Kind::Election] {
@@ -157,17 +161,29 @@ impl Registry {
         // One reload at a time: each removes what it did not see.
         let _reloading = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = ReloadReport::default();
-        let Some(dir) = &self.settings.dir else {
+        let dirs: Vec<&PathBuf> = [&self.settings.dir, &self.settings.packages_dir]
+            .into_iter()
+            .flatten()
+            .collect();
+        if dirs.is_empty() {
             return report;
-        };
-        let found = match scan(dir) {
-            Ok(found) => found,
-            Err(e) => {
-                report.failed.push(format!("{}: {e}", dir.display()));
-                tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin directory");
-                return report;
+        }
+        // The configured directory first: it wins over delivered packages.
+        let mut found = Vec::new();
+        for dir in dirs {
+            match scan(dir) {
+                Ok(more) => found.extend(more),
+                // The packages directory appears with the first package.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && Some(dir) == self.settings.packages_dir.as_ref() => {}
+                Err(e) => {
+                    report.failed.push(format!("{}: {e}", dir.display()));
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin directory");
+                    return report;
+                }
             }
-        };
+        }
         // Which directory provides each (kind, name) after this reload.
         let mut present: BTreeMap<Key, PathBuf> = BTreeMap::new();
         for (plugin_dir, stamp) in &found {
@@ -328,13 +344,59 @@ impl Registry {
         self.find(kind, name, None)
     }
 
-    /// The policy plugin this node is configured to use for `kind`.
+    /// Uses the policy plugin `name` for `kind` from now on, over what the
+    /// node's settings name (`None`: back to those). Calls in flight finish
+    /// with the plugin they started with; a chosen plugin that is missing
+    /// makes calls fall back to the built-in default, saying why.
+    pub fn choose(&self, kind: Kind, name: Option<&str>) -> Result<(), PluginError> {
+        if kind == Kind::Installer {
+            return Err(PluginError::Manifest {
+                path: "settings".into(),
+                reason: "installers are chosen by each package, not by settings".into(),
+            });
+        }
+        let mut chosen = self.chosen.write().unwrap_or_else(|p| p.into_inner());
+        match name {
+            Some(name) if crate::manifest::valid_name(name) => {
+                chosen.insert(kind, name.to_owned());
+            }
+            Some(name) => {
+                return Err(PluginError::Manifest {
+                    path: "settings".into(),
+                    reason: format!("{kind} = {name:?} is not a plugin name"),
+                });
+            }
+            None => {
+                chosen.remove(&kind);
+            }
+        }
+        Ok(())
+    }
+
+    /// The name of the policy plugin used for `kind` now.
+    pub fn policy_name(&self, kind: Kind) -> Option<String> {
+        if let Some(name) = self
+            .chosen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&kind)
+        {
+            return Some(name.clone());
+        }
+        match kind {
+            Kind::Transport => Some(self.settings.transport.clone()),
+            Kind::Schedule => Some(self.settings.schedule.clone()),
+            Kind::Election => Some(self.settings.election.clone()),
+            Kind::Installer => None,
+        }
+    }
+
+    /// The policy plugin this node uses for `kind`: the one chosen at run
+    /// time, else the one its settings name.
     pub fn policy(&self, kind: Kind) -> Result<Arc<Plugin>, PluginError> {
-        let name = match kind {
-            Kind::Transport => &self.settings.transport,
-            Kind::Schedule => &self.settings.schedule,
-            Kind::Election => &self.settings.election,
-            Kind::Installer => {
+        let name = match self.policy_name(kind) {
+            Some(name) => name,
+            None => {
                 return Err(PluginError::NotFound {
                     kind: kind.to_string(),
                     name: String::new(),
@@ -343,7 +405,7 @@ impl Registry {
                 });
             }
         };
-        self.get(kind, name)
+        self.get(kind, &name)
     }
 
     /// Every plugin the node can use, site plugins first.

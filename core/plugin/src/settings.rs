@@ -30,6 +30,11 @@ pub struct PluginSettings {
     /// `plugin.toml` and `NAME.wasm`.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// A second directory laid out like `dir`, which the node itself
+    /// fills with plugins delivered as Ferry packages (an agent's
+    /// `plugin-packages` setting); `dir` wins when both provide a plugin.
+    #[serde(skip)]
+    pub packages_dir: Option<PathBuf>,
     /// The transport policy.
     #[serde(default = "PluginSettings::default_transport")]
     pub transport: String,
@@ -162,6 +167,7 @@ impl Default for PluginSettings {
     fn default() -> Self {
         PluginSettings {
             dir: None,
+            packages_dir: None,
             transport: Self::default_transport(),
             schedule: Self::default_schedule(),
             election: Self::default_election(),

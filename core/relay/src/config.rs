@@ -114,37 +114,8 @@ pub struct CacheConfig {
 impl CacheConfig {
     /// The quota in bytes, if any.
     pub fn quota_bytes(&self) -> Result<Option<u64>, String> {
-        self.quota.as_deref().map(parse_size).transpose()
+        self.quota.as_deref().map(ferry_net::parse_size).transpose()
     }
-}
-
-/// `1024`, `64KiB`, `500MB`, `2GiB`, `1TB` → bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (try 500MiB or 2GiB)"))?;
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            ));
-        }
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// One `[keep] packages` entry.

@@ -140,4 +140,8 @@ impl ferry_serve::checkin::TaskSource for RelaySource {
     fn tasks_for(&self, caller: &ferry_serve::ClientIdentity) -> Vec<String> {
         self.state.tasks.for_caller(caller)
     }
+
+    fn settings(&self) -> Option<String> {
+        self.state.tasks.settings()
+    }
 }

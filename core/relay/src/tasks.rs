@@ -1,6 +1,6 @@
-//! The signed tasks this relay passes on to its agents: heard from the
-//! upstream through a held check-in, kept in `tasks.json` so agents hear
-//! of them while the WAN is down, and answered from memory.
+//! The signed tasks and settings this relay passes on to its agents: heard
+//! from the upstream through a held check-in, kept in `tasks.json` so
+//! agents hear of them while the WAN is down, and answered from memory.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -18,12 +18,14 @@ use crate::RelayState;
 /// that floods.
 const MAX_TASKS: usize = 10_000;
 
-/// What `tasks.json` holds: the upstream's task list version and its
-/// signed documents.
+/// What `tasks.json` holds: the upstream's check-in version, its signed
+/// tasks and its signed settings.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Held {
     version: u64,
     tasks: Vec<String>,
+    #[serde(default)]
+    settings: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +39,7 @@ struct Entry {
 pub struct RelayTasks {
     path: PathBuf,
     entries: RwLock<Arc<Vec<Entry>>>,
+    settings: RwLock<Option<String>>,
     version: watch::Sender<u64>,
 }
 
@@ -63,11 +66,12 @@ impl RelayTasks {
         RelayTasks {
             path,
             entries: RwLock::new(Arc::new(entries)),
+            settings: RwLock::new(held.settings),
             version: watch::channel(held.version).0,
         }
     }
 
-    /// The task list version.
+    /// The version of what check-ins answer (the upstream's).
     pub fn version(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -91,11 +95,21 @@ impl RelayTasks {
             .collect()
     }
 
+    /// The hub's signed settings as last heard, passed on unchanged (each
+    /// agent verifies them).
+    pub fn settings(&self) -> Option<String> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn replace(&self, held: Held) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(&held).map_err(std::io::Error::other)?;
         ferry_store::durable::write_file(&self.path, &bytes, 0o644)?;
         let entries = held.tasks.into_iter().filter_map(entry).collect();
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(entries);
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = held.settings;
         self.version.send_replace(held.version);
         Ok(())
     }
@@ -141,6 +155,7 @@ pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
                 let held = Held {
                     version: answer.version,
                     tasks: answer.tasks,
+                    settings: answer.settings,
                 };
                 let count = held.tasks.len();
                 let tasks = state.clone();

@@ -19,11 +19,15 @@ use crate::{ApiError, Caller, ClientIdentity};
 pub trait TaskSource: Send + Sync + 'static {
     /// `hub` or `relay`, told to agents so they know what their server is.
     fn server_kind(&self) -> &'static str;
-    /// The task list's version; grows whenever a task is added or changed.
+    /// The version of what check-ins answer; grows whenever a task or the
+    /// settings change.
     fn task_version(&self) -> watch::Receiver<u64>;
     /// The unexpired signed task documents that may concern `caller`: an
     /// agent's own, or for a relay, those its site's agents may need.
     fn tasks_for(&self, caller: &ClientIdentity) -> Vec<String>;
+    /// The hub's signed settings document, if any; its changes grow
+    /// [`TaskSource::task_version`] too.
+    fn settings(&self) -> Option<String>;
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,5 +61,6 @@ async fn checkin(
         version,
         server: source.server_kind().to_owned(),
         tasks: source.tasks_for(&caller.0),
+        settings: source.settings(),
     }))
 }

@@ -19,5 +19,5 @@ pub mod upload;
 
 pub use error::TransferError;
 pub use fetch::{FetchReport, ManifestFetch, fetch_manifest, fetch_objects, materialize};
-pub use local::LocalContent;
+pub use local::{LocalContent, Trimmed};
 pub use metadata::{TufTransport, load_repository, load_repository_recorded, resolve_version};

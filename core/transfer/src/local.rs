@@ -2,7 +2,7 @@
 //! that describe them, and a spool of verified chunks of fetches not yet
 //! finished. A new version is built from what is here plus what is missing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,18 @@ use ferry_content::{ChunkParams, Digest, Manifest, ManifestLimits, PackageName};
 use ferry_store::ContentStore;
 
 use crate::TransferError;
+
+/// What [`LocalContent::trim`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Files removed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Bytes the store holds afterwards (above the quota only when what
+    /// open tasks need takes more).
+    pub held: u64,
+}
 
 /// Where a chunk can be read locally.
 #[derive(Debug, Clone)]
@@ -146,6 +158,46 @@ impl LocalContent {
             .filter(|(t, _, m)| &m.name == name && t != except)
             .max_by(|a, b| a.2.version.cmp(&b.2.version))
             .map(|(t, b, _)| (t, b))
+    }
+
+    /// Removes stored files, oldest first, until the store holds at most
+    /// `quota` bytes, never one that a kept manifest of a target in `keep`
+    /// lists (what open tasks need). Blocks; the caller makes sure no fetch
+    /// runs meanwhile, as one may be reading an older file's chunks.
+    pub fn trim(&self, quota: u64, keep: &HashSet<String>) -> Result<Trimmed, TransferError> {
+        let pinned: HashSet<Digest> = self
+            .manifests()
+            .iter()
+            .filter(|(target, _, _)| keep.contains(target))
+            .flat_map(|(_, _, m)| m.files.iter().filter(|f| f.symlink.is_none()))
+            .map(|f| f.content_id())
+            .collect();
+        let mut files = Vec::new();
+        for id in self.store.objects().map_err(store_err)? {
+            let path = self.store.object_path(&id).map_err(store_err)?;
+            // A file removed meanwhile is simply not there.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            files.push((meta.modified().ok(), meta.len(), id));
+        }
+        files.sort();
+        let mut held: u64 = files.iter().map(|(_, len, _)| len).sum();
+        let mut trimmed = Trimmed::default();
+        for (_, len, id) in files {
+            if held <= quota {
+                break;
+            }
+            if pinned.contains(&id) {
+                continue;
+            }
+            self.store.remove_object(&id).map_err(store_err)?;
+            held -= len;
+            trimmed.files += 1;
+            trimmed.bytes += len;
+        }
+        trimmed.held = held;
+        Ok(trimmed)
     }
 
     /// Every chunk of every stored object whose manifest is kept here.

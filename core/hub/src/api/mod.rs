@@ -53,6 +53,10 @@ pub fn router(state: Arc<HubState>) -> Router {
             post(tasks::create_group).get(tasks::list_groups),
         )
         .route(routes::GROUP, post(tasks::change_group))
+        .route(
+            routes::SETTINGS,
+            post(tasks::change_settings).get(tasks::settings),
+        )
         .with_state(state);
     let router = hub_routes
         .merge(ferry_serve::reports::router(source.clone()))

@@ -111,4 +111,8 @@ impl ferry_serve::checkin::TaskSource for HubSource {
     fn tasks_for(&self, caller: &ClientIdentity) -> Vec<String> {
         self.state.tasks.for_caller(caller)
     }
+
+    fn settings(&self) -> Option<String> {
+        self.state.tasks.settings()
+    }
 }

@@ -1,11 +1,12 @@
-//! `/v1/tasks`: admins (the publisher role) create, list, show and cancel
-//! tasks.
+//! `/v1/tasks`, `/v1/groups` and `/v1/settings`: admins (the publisher
+//! role) create, list, show and cancel tasks, keep groups and set settings.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::{Json, http::StatusCode};
 use ferry_net::api::{ErrorCode, Role};
+use ferry_net::settings::{SettingsChange, SettingsView};
 use ferry_net::tasks::{
     GroupChange, GroupInfo, GroupSpec, Task, TaskCreated, TaskDetail, TaskSpec, TaskSummary,
     valid_task_id,
@@ -114,5 +115,29 @@ pub(crate) async fn change_group(
     caller.require(&[Role::Publisher], "changing groups")?;
     Ok(Json(
         state.change_group(&name, change).await?.map_err(refusal)?,
+    ))
+}
+
+/// `GET /v1/settings`.
+pub(crate) async fn settings(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+) -> Result<Json<SettingsView>, ApiError> {
+    caller.require(&[Role::Publisher], "reading settings")?;
+    Ok(Json(state.settings_view().await?))
+}
+
+/// `POST /v1/settings`.
+pub(crate) async fn change_settings(
+    State(state): State<Arc<HubState>>,
+    caller: Caller,
+    Json(change): Json<SettingsChange>,
+) -> Result<Json<SettingsView>, ApiError> {
+    caller.require(&[Role::Publisher], "changing settings")?;
+    Ok(Json(
+        state
+            .change_settings(change, &caller.0.id)
+            .await?
+            .map_err(refusal)?,
     ))
 }
