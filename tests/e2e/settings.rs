@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_e2e::agent::{Agent, create_task, publish_copy};
+use ferry_e2e::proxy::{Mode, Proxy};
 use ferry_e2e::relay::Relay;
 use ferry_e2e::tree::{random_bytes, total_bytes};
 use ferry_e2e::{Client, Hub, Run};
@@ -326,4 +327,72 @@ fn the_cache_size_setting_trims_what_no_open_task_needs_oldest_first() {
     assert_eq!(record["bytes"]["hub"].as_u64(), None, "{record:#}");
     let installed_b = std::fs::metadata(agent.install_root.join("big-b/data.bin")).unwrap();
     assert_eq!(installed_b.len(), (240 * KIB) as u64);
+}
+
+#[test]
+fn settings_altered_or_replayed_by_the_relay_are_refused() {
+    let hub = Hub::start();
+    let admin = hub.enroll("publisher", "publisher");
+    // The relay reaches the hub through a proxy, so the test can hold the
+    // hub back while the relay serves what it was made to.
+    let hub_addr: std::net::SocketAddr = hub.url()["https://".len()..].parse().unwrap();
+    let wan = Proxy::start(hub_addr);
+    let mut relay = Relay::init(&hub, "relay", "berlin", &wan.url());
+    relay.run();
+    let mut agent = Agent::init(&hub, "pc", "berlin", &relay.url(), None);
+    agent.run();
+    let tasks_file = relay.data.join("tasks.json");
+    let relay_holds = |version: u64| {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Ok(bytes) = std::fs::read(&tasks_file)
+                && let Ok(held) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                && held["settings"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("\"version\": {version}")))
+            {
+                return held;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the relay never held settings {version}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    settings(&admin, &["set", "--scope", "global", "checkin-wait=15s"]).success();
+    let first = relay_holds(1);
+    settings(&admin, &["set", "--scope", "global", "checkin-wait=10s"]).success();
+    relay_holds(2);
+    agent.wait_status("the newer settings", LIMIT, |s| {
+        has(s, "checkin-wait", "10s", "global")
+    });
+
+    // The relay alters the settings it passes on: refused, the held ones
+    // stay in force.
+    wan.set(Mode::Refuse);
+    relay.kill();
+    let mut held: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tasks_file).unwrap()).unwrap();
+    let doc = held["settings"].as_str().unwrap().to_owned();
+    let forged = doc.replace("\"checkin-wait\": \"10s\"", "\"checkin-wait\": \"1s\"");
+    assert_ne!(forged, doc, "the value is in the document: {doc}");
+    held["settings"] = forged.into();
+    held["version"] = 1000.into();
+    std::fs::write(&tasks_file, serde_json::to_vec(&held).unwrap()).unwrap();
+    relay.run();
+    agent.wait_refusal("settings from", LIMIT);
+
+    // The relay replays the older, genuinely signed settings: refused as a
+    // replay.
+    relay.kill();
+    let mut replayed = first.clone();
+    replayed["version"] = 2000.into();
+    std::fs::write(&tasks_file, serde_json::to_vec(&replayed).unwrap()).unwrap();
+    relay.run();
+    agent.wait_refusal("a replay", LIMIT);
+    let status = agent.status();
+    assert!(has(&status, "checkin-wait", "10s", "global"), "{status:#}");
+    assert_eq!(status["agent"]["settings_version"], 2, "{status:#}");
 }
