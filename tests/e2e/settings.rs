@@ -342,7 +342,7 @@ fn settings_altered_or_replayed_by_the_relay_are_refused() {
     let mut agent = Agent::init(&hub, "pc", "berlin", &relay.url(), None);
     agent.run();
     let tasks_file = relay.data.join("tasks.json");
-    let relay_holds = |version: u64| {
+    let relay_holds = |version: &serde_json::Value| {
         let deadline = std::time::Instant::now() + LIMIT;
         loop {
             if let Ok(bytes) = std::fs::read(&tasks_file)
@@ -361,10 +361,13 @@ fn settings_altered_or_replayed_by_the_relay_are_refused() {
         }
     };
 
-    settings(&admin, &["set", "--scope", "global", "checkin-wait=15s"]).success();
-    let first = relay_holds(1);
-    settings(&admin, &["set", "--scope", "global", "checkin-wait=10s"]).success();
-    relay_holds(2);
+    let set = |value: &str| {
+        settings(&admin, &["set", "--scope", "global", value]).success();
+        settings(&admin, &["list", "--json"]).json()["version"].clone()
+    };
+    let first = relay_holds(&set("checkin-wait=15s"));
+    let second = set("checkin-wait=10s");
+    relay_holds(&second);
     agent.wait_status("the newer settings", LIMIT, |s| {
         has(s, "checkin-wait", "10s", "global")
     });
@@ -394,5 +397,63 @@ fn settings_altered_or_replayed_by_the_relay_are_refused() {
     agent.wait_refusal("a replay", LIMIT);
     let status = agent.status();
     assert!(has(&status, "checkin-wait", "10s", "global"), "{status:#}");
-    assert_eq!(status["agent"]["settings_version"], 2, "{status:#}");
+    assert_eq!(status["agent"]["settings_version"], second, "{status:#}");
+}
+
+#[test]
+fn settings_widen_and_take_back_what_an_installer_may_write() {
+    let hub = Hub::start();
+    let admin = hub.enroll("publisher", "publisher");
+    let mut agent = Agent::init(&hub, "pc", "paris", &hub.url(), None);
+    // Quick retries, so a failed install is tried again within seconds.
+    agent.edit_config(&[("backoff-min = \"5s\"", "backoff-min = \"1s\"")]);
+    agent.run();
+    let elsewhere = hub.root.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let pkg = hub.root.path().join("app");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("app.conf"), "colour = blue\n").unwrap();
+    let target = format!("target={}", elsewhere.join("app").display());
+    for version in ["1.0.0", "1.0.1"] {
+        admin
+            .publish_with(
+                &pkg,
+                "app",
+                version,
+                &["--install", "copy", "--param", &target],
+            )
+            .success();
+    }
+
+    // agent.toml grants `copy` the install root only: refused.
+    let first = create_task(&admin, "app@=1.0.0", &["site:paris"], &[]);
+    agent.wait_task(&first, LIMIT, |r| r["reason"] == "installer-failed");
+    assert!(!elsewhere.join("app").exists());
+
+    // The settings widen the grant: the retry installs.
+    let granted = format!(
+        "grants.copy.directories={},{}",
+        agent.install_root.display(),
+        elsewhere.display()
+    );
+    settings(&admin, &["set", "--scope", "site:paris", &granted]).success();
+    agent.wait_task(&first, LIMIT, |r| r["state"] == "installed");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("app/app.conf")).unwrap(),
+        "colour = blue\n"
+    );
+
+    // Taken back: agent.toml's grant stands again, and the next version is
+    // refused.
+    settings(
+        &admin,
+        &["unset", "--scope", "site:paris", "grants.copy.directories"],
+    )
+    .success();
+    agent.wait_status("the grant setting gone", LIMIT, |s| {
+        setting(s, "grants.copy.directories").is_none()
+    });
+    let second = create_task(&admin, "app@=1.0.1", &["site:paris"], &[]);
+    let record = agent.wait_task(&second, LIMIT, |r| r["reason"] == "installer-failed");
+    assert_ne!(record["state"], "installed", "{record:#}");
 }

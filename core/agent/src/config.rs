@@ -36,6 +36,63 @@ pub struct AgentConfig {
     /// configuration, grants and caps.
     #[serde(default)]
     pub plugins: ferry_plugin::PluginSettings,
+    /// What the `grants.PLUGIN.*` settings set centrally may do to the
+    /// grants of `[plugins.grants]`.
+    #[serde(default)]
+    pub settings_grants: SettingsGrants,
+}
+
+/// What settings set centrally may do to this agent's plugin grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettingsGrants {
+    /// Replace a plugin's directories or commands: narrow or widen them.
+    #[default]
+    Replace,
+    /// Only take away: a directory is kept if it lies inside one agent.toml
+    /// grants the plugin, a command if agent.toml grants it.
+    Narrow,
+    /// Change nothing: agent.toml's grants stand.
+    Ignore,
+}
+
+impl SettingsGrants {
+    /// `base` (agent.toml's grant) with `setting` applied as this allows.
+    pub fn apply(
+        self,
+        base: &ferry_plugin::Grant,
+        setting: &ferry_net::settings::GrantSetting,
+    ) -> ferry_plugin::Grant {
+        let mut grant = base.clone();
+        match self {
+            SettingsGrants::Ignore => {}
+            SettingsGrants::Replace => {
+                if let Some(d) = &setting.directories {
+                    grant.directories = d.clone();
+                }
+                if let Some(c) = &setting.commands {
+                    grant.commands = c.clone();
+                }
+            }
+            SettingsGrants::Narrow => {
+                if let Some(d) = &setting.directories {
+                    grant.directories = d
+                        .iter()
+                        .filter(|dir| base.directories.iter().any(|b| dir.starts_with(b)))
+                        .cloned()
+                        .collect();
+                }
+                if let Some(c) = &setting.commands {
+                    grant.commands = c
+                        .iter()
+                        .filter(|cmd| base.commands.contains(cmd))
+                        .cloned()
+                        .collect();
+                }
+            }
+        }
+        grant
+    }
 }
 
 fn default_checkin_wait() -> Duration {
@@ -178,6 +235,11 @@ install-root = {root}
 # the agent hears of new tasks as soon as the server has them.
 checkin-wait = "20s"
 
+# What the hub's `grants.PLUGIN.directories` and `grants.PLUGIN.commands`
+# settings (`ferry settings`) may do to [plugins.grants] below: "replace"
+# (narrow or widen them), "narrow" (only take away) or "ignore".
+settings-grants = "replace"
+
 [retry]
 # Attempts of a task before it is reported failed, and the waits between
 # them (doubling from backoff-min up to backoff-max).
@@ -236,5 +298,33 @@ mod tests {
         assert_eq!(config.retry.backoff(1), Duration::from_secs(5));
         assert_eq!(config.retry.backoff(3), Duration::from_secs(20));
         assert_eq!(config.retry.backoff(30), Duration::from_secs(300));
+        assert_eq!(config.settings_grants, SettingsGrants::Replace);
+    }
+
+    #[test]
+    fn settings_grants_replace_narrow_or_leave_the_agents_own() {
+        let base = ferry_plugin::Grant {
+            directories: vec!["/opt/ferry".into()],
+            commands: vec!["/usr/bin/systemctl".into()],
+            ..Default::default()
+        };
+        let setting = ferry_net::settings::GrantSetting {
+            directories: Some(vec!["/opt/ferry/app".into(), "/etc".into()]),
+            commands: Some(vec!["/usr/bin/systemctl".into(), "/bin/sh".into()]),
+        };
+        let replaced = SettingsGrants::Replace.apply(&base, &setting);
+        assert_eq!(replaced.directories, setting.directories.clone().unwrap());
+        assert_eq!(replaced.commands, setting.commands.clone().unwrap());
+        let narrowed = SettingsGrants::Narrow.apply(&base, &setting);
+        assert_eq!(narrowed.directories, [PathBuf::from("/opt/ferry/app")]);
+        assert_eq!(narrowed.commands, ["/usr/bin/systemctl"]);
+        assert_eq!(SettingsGrants::Ignore.apply(&base, &setting), base);
+        let commands_only = ferry_net::settings::GrantSetting {
+            directories: None,
+            commands: Some(Vec::new()),
+        };
+        let replaced = SettingsGrants::Replace.apply(&base, &commands_only);
+        assert_eq!(replaced.directories, base.directories);
+        assert!(replaced.commands.is_empty());
     }
 }

@@ -56,6 +56,10 @@ pub(crate) struct Agent {
     pub(crate) central: Mutex<crate::settings::Central>,
     /// Woken when the settings change.
     pub(crate) settings_changed: tokio::sync::Notify,
+    /// Held by whatever fetches into or trims the local content (a task's
+    /// download, a plugin package, the cache trim), one at a time: a trim
+    /// must not remove a file a fetch reads chunks from.
+    pub(crate) content_lock: tokio::sync::Mutex<()>,
 }
 
 /// Why a step failed, and whether trying again later may help.
@@ -139,6 +143,7 @@ impl Agent {
             health: Mutex::new(BTreeMap::new()),
             central: Mutex::new(crate::settings::Central::new(settings)),
             settings_changed: tokio::sync::Notify::new(),
+            content_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -890,7 +895,7 @@ impl Agent {
                 // The task's word, else the settings'.
                 multicast_allowed: record
                     .task
-                    .multicast
+                    .multicast_choice()
                     .or(self.settings().multicast)
                     .unwrap_or(false),
                 deadline: record.task.deadline.map(|d| d.max(0) as u64),

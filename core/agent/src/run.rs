@@ -160,6 +160,7 @@ pub(crate) async fn write_status(agent: &Arc<Agent>, status: &Arc<std::sync::Mut
 async fn work(agent: Arc<Agent>) {
     loop {
         if let Some(record) = agent.due_now() {
+            let _content = agent.content_lock.lock().await;
             agent.drive(record).await;
             continue;
         }
@@ -384,12 +385,13 @@ async fn merge(
     let Ok((good, settings, mut refusals)) = checked else {
         return false;
     };
+    let mut retry = false;
     match settings {
-        Some(Ok((held, body))) => {
-            if let Err(refusal) = agent.take_settings(held, body).await {
-                refusals.push(refusal);
-            }
-        }
+        Some(Ok((held, body))) => match agent.take_settings(held, body).await {
+            Ok(_) => {}
+            Err(Some(refusal)) => refusals.push(refusal),
+            Err(None) => retry = true,
+        },
         Some(Err(refusal)) => refusals.push(refusal),
         None => {}
     }
@@ -434,7 +436,7 @@ async fn merge(
         s.refused.drain(..excess);
     }
     agent.wake.notify_one();
-    true
+    !retry
 }
 
 /// What a run opens in its data directory.

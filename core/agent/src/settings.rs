@@ -110,6 +110,11 @@ impl Central {
         }
     }
 
+    /// When the held settings expire, if any are held.
+    pub(crate) fn expires_at(&self) -> Option<i64> {
+        self.held.as_ref().map(|h| h.expires_at)
+    }
+
     /// Whether settings are held but expired.
     pub(crate) fn expired(&self) -> bool {
         self.held
@@ -137,7 +142,14 @@ impl Agent {
         let Some(quota) = self.settings().cache_size else {
             return;
         };
-        let keep: HashSet<String> = self
+        let _content = self.content_lock.lock().await;
+        let state = self.layout.plugin_packages_state();
+        let laid = tokio::task::spawn_blocking(move || load_laid_out(&state))
+            .await
+            .unwrap_or_default();
+        // What open tasks need, and the plugin packages laid out (kept so
+        // a package is not fetched again).
+        let mut keep: HashSet<String> = self
             .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -149,6 +161,11 @@ impl Agent {
                 Some(ferry_content::target_name(&name, &version))
             })
             .collect();
+        keep.extend(laid.iter().filter_map(|(name, version)| {
+            let name = PackageName::new(name).ok()?;
+            let version = semver::Version::parse(version).ok()?;
+            Some(ferry_content::target_name(&name, &version))
+        }));
         let local = self.local.clone();
         match tokio::task::spawn_blocking(move || local.trim(quota, &keep)).await {
             Ok(Ok(trimmed)) => {
@@ -188,12 +205,13 @@ impl Agent {
     }
 
     /// Takes verified settings `body` of `version`: kept on disk first, then
-    /// in force. An older version than held is refused as a replay.
+    /// in force. An older version than held is refused as a replay;
+    /// `Err(None)`: they could not be kept (retried at the next check-in).
     pub(crate) async fn take_settings(
         self: &Arc<Self>,
         held: HeldSettings,
         body: Settings,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Option<String>> {
         let current = self
             .central
             .lock()
@@ -203,17 +221,23 @@ impl Agent {
             return Ok(false);
         }
         if held.version < current {
-            return Err(format!(
-                "settings came in an older version ({} < {current}): a replay",
+            return Err(Some(format!(
+                "settings came in an older version ({} < {current}): a replay, or the hub \
+                 was restored from an older backup (then set any value with `ferry settings \
+                 set` until its version passes {current})",
                 held.version
-            ));
+            )));
         }
         let path = self.layout.settings();
         let saving = held.clone();
-        tokio::task::spawn_blocking(move || saving.save(&path))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot keep the settings: {e}"))?;
+        let saved = tokio::task::spawn_blocking(move || saving.save(&path)).await;
+        if let Err(e) = saved
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            tracing::error!("cannot keep the settings ({e}); they are taken at the next check-in");
+            return Err(None);
+        }
         tracing::info!(version = held.version, "settings taken");
         self.central
             .lock()
@@ -230,6 +254,7 @@ impl Agent {
         let settings = self.settings();
         let mut notes = settings.ignored.clone();
         notes.extend(self.lay_out_plugin_packages(&settings).await);
+        notes.extend(self.apply_grants(&settings).await);
         for (kind, name) in [
             (Kind::Transport, &settings.transport),
             (Kind::Election, &settings.election),
@@ -245,6 +270,43 @@ impl Agent {
             }
         }
         notes
+    }
+
+    /// Grants plugins what the settings say, as agent.toml's
+    /// `settings-grants` allows; notes an installer that does not load
+    /// with its new grants (its installs fail until that is fixed).
+    async fn apply_grants(self: &Arc<Self>, settings: &AgentSettings) -> Vec<String> {
+        let policy = self.config.settings_grants;
+        let grants: BTreeMap<String, ferry_plugin::Grant> = settings
+            .grants
+            .iter()
+            .map(|(name, setting)| {
+                let base = self
+                    .config
+                    .plugins
+                    .grants
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default();
+                (name.clone(), policy.apply(&base, setting))
+            })
+            .collect();
+        let registry = self.registry.clone();
+        let names: Vec<String> = grants.keys().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            if registry.set_grants(grants) {
+                tracing::info!("plugin grants changed by the settings ({policy:?})");
+            }
+            names
+                .iter()
+                .filter_map(|name| match registry.get(Kind::Installer, name) {
+                    Ok(_) | Err(ferry_plugin::PluginError::NotFound { .. }) => None,
+                    Err(e) => Some(format!("installer {name} with the grants set: {e}")),
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| vec![format!("applying grants failed: {e}")])
     }
 
     /// Fetches each plugin package's newest matching version (verified like
@@ -265,6 +327,7 @@ impl Agent {
         }
         let mut notes = Vec::new();
         let mut now_laid = LaidOut::new();
+        let content = self.content_lock.lock().await;
         for (name, req) in &settings.plugin_packages {
             match self.lay_out_one(name, req, laid.get(name)).await {
                 Ok(version) => {
@@ -278,6 +341,7 @@ impl Agent {
                 }
             }
         }
+        drop(content);
         let gone: Vec<String> = laid
             .keys()
             .filter(|n| !settings.plugin_packages.iter().any(|(w, _)| w == *n))
@@ -353,13 +417,11 @@ impl Agent {
         manifest: &ferry_content::Manifest,
     ) -> Result<(), String> {
         let staged = self.layout.staging().join(format!("plugin-{name}"));
-        let old = self.layout.staging().join(format!("plugin-old-{name}"));
         let target = self.layout.plugin_packages().join(name);
         {
-            let (staged, old) = (staged.clone(), old.clone());
+            let staged = staged.clone();
             tokio::task::spawn_blocking(move || {
                 let _ = std::fs::remove_dir_all(&staged);
-                let _ = std::fs::remove_dir_all(&old);
                 std::fs::create_dir_all(staged.parent().unwrap_or(Path::new(".")))
             })
             .await
@@ -381,14 +443,39 @@ impl Agent {
             let parent = target.parent().unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
             if target.exists() {
-                std::fs::rename(&target, &old).map_err(|e| e.to_string())?;
+                // One step, so the plugin watcher never finds the directory
+                // missing (it would unload the plugin meanwhile).
+                exchange(&staged, &target).map_err(|e| e.to_string())?;
+                let _ = std::fs::remove_dir_all(&staged);
+            } else {
+                std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;
             }
-            std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;
-            let _ = std::fs::remove_dir_all(&old);
             Ok(())
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+}
+
+/// Swaps two directories atomically (`renameat2` with `RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths for the call's duration.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -429,11 +516,23 @@ pub(crate) async fn keep_applied(
             s.plugin_packages = laid;
         }
         crate::run::write_status(&agent, &status).await;
-        let retry = if trouble {
+        let mut retry = if trouble {
             Duration::from_secs(60)
         } else {
             Duration::from_secs(3600)
         };
+        // Held settings stop applying at their expiry: applied again then.
+        let expires_at = agent
+            .central
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expires_at();
+        if let Some(at) = expires_at {
+            let left = at - chrono::Utc::now().timestamp();
+            if left > 0 {
+                retry = retry.min(Duration::from_secs(left as u64 + 1));
+            }
+        }
         tokio::select! {
             _ = agent.settings_changed.notified() => {}
             _ = tokio::time::sleep(retry) => {}

@@ -317,7 +317,7 @@ fn print_detail(d: &TaskDetail) {
         Some(s) => format!("delay {s}s"),
         None => "delay per settings".into(),
     };
-    match t.multicast {
+    match t.multicast_choice() {
         Some(true) => options.push(format!("multicast allowed ({delay})")),
         Some(false) => options.push("multicast forbidden".into()),
         None => options.push(format!("multicast per settings ({delay})")),

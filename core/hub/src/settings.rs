@@ -28,6 +28,12 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// The version after `last`: at least the time now in seconds, so a hub
+/// restored from an older backup still signs versions its agents take.
+fn next_version(last: u64) -> u64 {
+    (last + 1).max(now().max(0) as u64)
+}
+
 fn body_of(record: &SettingsRecord) -> Result<Settings, HubError> {
     serde_json::from_str(&record.body)
         .map_err(|e| HubError::DataDir(format!("the settings in the catalog: {e}")))
@@ -119,8 +125,9 @@ impl HubState {
         settings.scopes.sort_by(|a, b| a.scope.cmp(&b.scope));
         settings.changed_at = now();
         settings.changed_by = by.to_owned();
-        let seq = record.map_or(0, |r| r.seq) + 1;
-        let view = self.sign_settings(settings, seq).await?;
+        let view = self
+            .sign_settings(settings, next_version(record.map_or(0, |r| r.seq)))
+            .await?;
         tracing::info!(version = view.version, scope = %change.scope, by, "settings changed");
         Ok(Ok(view))
     }
@@ -138,6 +145,7 @@ impl HubState {
             return Ok(());
         };
         let settings = body_of(&record)?;
+        let seq = next_version(record.seq);
         if let Some(g) = group
             && !settings
                 .scopes
@@ -146,17 +154,39 @@ impl HubState {
         {
             return Ok(());
         }
-        let view = self.sign_settings(settings, record.seq + 1).await?;
+        let view = self.sign_settings(settings, seq).await?;
         tracing::info!(version = view.version, "settings signed again: {why}");
         Ok(())
     }
 
-    /// Signs the settings again if less than half their lifetime is left.
+    /// Signs the settings again if less than half their lifetime is left,
+    /// or if they no longer verify with the control key (it was rotated).
     pub(crate) async fn refresh_settings(&self) -> Result<(), HubError> {
         let _serial = self.task_lock.lock().await;
-        let expires_at = self.tasks.settings_expiry();
-        if expires_at.is_some_and(|at| at - now() < (SETTINGS_LIFETIME.as_secs() / 2) as i64) {
-            self.resign_settings("they expire soon", None).await?;
+        let Some(document) = self.tasks.settings() else {
+            return Ok(());
+        };
+        let expires_at = self.tasks.settings_expiry().unwrap_or(0);
+        if expires_at - now() < (SETTINGS_LIFETIME.as_secs() / 2) as i64 {
+            return self.resign_settings("they expire soon", None).await;
+        }
+        let tuf = self.tuf.clone();
+        let verifies = blocking(move || {
+            let key = tuf.control_key()?;
+            Ok::<_, HubError>(key.is_some_and(|key| {
+                ferry_trust::documents::verify(
+                    &key,
+                    document.as_bytes(),
+                    SETTINGS_DOCUMENT,
+                    jiff::Timestamp::now(),
+                )
+                .is_ok()
+            }))
+        })
+        .await??;
+        if !verifies {
+            self.resign_settings("the control key changed", None)
+                .await?;
         }
         Ok(())
     }

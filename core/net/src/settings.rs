@@ -56,7 +56,7 @@ pub const KEYS: &[KeyInfo] = &[
         name: "multicast-delay",
         values: "a duration up to 1h",
         help: "how long a subnet waits for agents to join a multicast session, for tasks \
-               that do not give --multicast-delay",
+               that do not give --multicast-delay (kept for subnet multicast, not built yet)",
     },
     KeyInfo {
         name: "cache-size",
@@ -74,6 +74,18 @@ pub const KEYS: &[KeyInfo] = &[
         name: "plugins.election",
         values: "a plugin name",
         help: "the policy electing a subnet's multicast representative",
+    },
+    KeyInfo {
+        name: "grants.PLUGIN.directories",
+        values: "absolute paths, comma-separated (none: grant none)",
+        help: "the directories plugin PLUGIN (e.g. copy) may read and write, over agent.toml's \
+               [plugins.grants.PLUGIN] as the agent's settings-grants allows (replace, narrow \
+               or ignore)",
+    },
+    KeyInfo {
+        name: "grants.PLUGIN.commands",
+        values: "absolute paths of programs, comma-separated (none: grant none)",
+        help: "the programs plugin PLUGIN may run, over agent.toml's, as settings-grants allows",
     },
     KeyInfo {
         name: "plugin-packages",
@@ -165,6 +177,9 @@ impl<'de> Deserialize<'de> for Scope {
 
 /// Checks `value` for `key`; the error tells the operator what is wanted.
 pub fn check(key: &str, value: &str) -> Result<(), String> {
+    if let Some(rest) = key.strip_prefix("grants.") {
+        return check_grant(key, rest, value);
+    }
     let Some(info) = KEYS.iter().find(|k| k.name == key) else {
         let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         return Err(format!(
@@ -199,6 +214,45 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
         "plugin-packages" => parse_packages(value).map(|_| ()).or_else(wrong),
         _ => Ok(()),
     }
+}
+
+/// `grants.PLUGIN.FIELD`: a plugin name, a field, absolute paths.
+fn check_grant(key: &str, rest: &str, value: &str) -> Result<(), String> {
+    let Some((plugin, field)) = rest.rsplit_once('.') else {
+        return Err(format!(
+            "{key:?}: write grants.PLUGIN.directories or grants.PLUGIN.commands"
+        ));
+    };
+    if !plugin_name(plugin) {
+        return Err(format!("{key:?}: {plugin:?} is not a plugin name"));
+    }
+    if !matches!(field, "directories" | "commands") {
+        return Err(format!(
+            "{key:?}: settings grant directories and commands; hosts and urls stay in agent.toml"
+        ));
+    }
+    parse_paths(value)
+        .map(|_| ())
+        .map_err(|why| format!("{key} = {value:?}: {why}"))
+}
+
+/// Comma-separated absolute paths without `..`; empty: none.
+pub fn parse_paths(value: &str) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let path = std::path::Path::new(item);
+        if !path.is_absolute() {
+            return Err(format!("{item:?} is not an absolute path"));
+        }
+        if path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!("{item:?} holds '..'"));
+        }
+        out.push(path.to_path_buf());
+    }
+    Ok(out)
 }
 
 /// Plugin names: as `plugin.toml` allows them.
@@ -329,6 +383,8 @@ pub struct AgentSettings {
     pub election: Option<String>,
     /// `plugin-packages`.
     pub plugin_packages: Vec<(String, semver::VersionReq)>,
+    /// `grants.PLUGIN.*`, by plugin name.
+    pub grants: BTreeMap<String, GrantSetting>,
     /// Keys not understood or values that do not check, with why.
     pub ignored: Vec<String>,
 }
@@ -351,11 +407,35 @@ impl AgentSettings {
                 "plugins.transport" => out.transport = Some(v.to_owned()),
                 "plugins.election" => out.election = Some(v.to_owned()),
                 "plugin-packages" => out.plugin_packages = parse_packages(v).unwrap_or_default(),
-                _ => {}
+                _ => {
+                    if let Some((plugin, field)) = key
+                        .strip_prefix("grants.")
+                        .and_then(|rest| rest.rsplit_once('.'))
+                    {
+                        let grant = out.grants.entry(plugin.to_owned()).or_default();
+                        let paths = parse_paths(v).unwrap_or_default();
+                        match field {
+                            "directories" => grant.directories = Some(paths),
+                            _ => {
+                                grant.commands =
+                                    Some(paths.iter().map(|p| p.display().to_string()).collect())
+                            }
+                        }
+                    }
+                }
             }
         }
         out
     }
+}
+
+/// What the settings grant one plugin; `None`: agent.toml's stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantSetting {
+    /// `grants.PLUGIN.directories`.
+    pub directories: Option<Vec<std::path::PathBuf>>,
+    /// `grants.PLUGIN.commands`.
+    pub commands: Option<Vec<String>>,
 }
 
 /// `POST /v1/settings`: values to set and keys to remove in one scope.
@@ -465,6 +545,9 @@ mod tests {
                 "plugin-packages",
                 "acme-transport@^1, site-installer@=2.0.1",
             ),
+            ("grants.copy.directories", "/opt/acme, /srv/app"),
+            ("grants.command.commands", "/usr/bin/systemctl"),
+            ("grants.copy.directories", ""),
         ] {
             check(k, v).unwrap_or_else(|e| panic!("{k}={v}: {e}"));
         }
@@ -479,6 +562,11 @@ mod tests {
             ("plugin-packages", "acme"),
             ("plugin-packages", "a@^1,a@^2"),
             ("colour", "red"),
+            ("grants.copy.directories", "opt/acme"),
+            ("grants.copy.directories", "/opt/../etc"),
+            ("grants.copy.hosts", "10.0.0.1:80"),
+            ("grants.Bad.directories", "/opt"),
+            ("grants.copy", "/opt"),
         ] {
             assert!(check(k, v).is_err(), "{k}={v}");
         }
@@ -493,6 +581,19 @@ mod tests {
         let typed = AgentSettings::from_resolved(&resolved);
         assert_eq!(typed.checkin_wait, None);
         assert_eq!(typed.ignored.len(), 1);
+        let grants = BTreeMap::from([(
+            "grants.copy.directories".to_string(),
+            Resolved {
+                value: "/opt/a,/opt/b".into(),
+                scope: Scope::Global,
+            },
+        )]);
+        let typed = AgentSettings::from_resolved(&grants);
+        assert_eq!(
+            typed.grants["copy"].directories,
+            Some(vec!["/opt/a".into(), "/opt/b".into()])
+        );
+        assert_eq!(typed.grants["copy"].commands, None);
     }
 
     #[test]

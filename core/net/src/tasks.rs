@@ -86,10 +86,13 @@ pub struct Task {
     pub not_before: Option<i64>,
     /// Unix time by which it must be done.
     pub deadline: Option<i64>,
-    /// Subnet multicast is allowed (`true`) or forbidden (`false`);
-    /// `None`: the agents' `multicast` setting decides.
+    /// Subnet multicast is allowed.
+    pub multicast: bool,
+    /// Subnet multicast is forbidden; with neither this nor `multicast`,
+    /// the agents' `multicast` setting decides. (Two fields, so agents
+    /// that know only `multicast` still read the task.)
     #[serde(default)]
-    pub multicast: Option<bool>,
+    pub multicast_forbidden: bool,
     /// Seconds a subnet waits for agents to join a multicast session;
     /// `None`: the `multicast-delay` setting decides.
     pub multicast_delay_s: Option<u32>,
@@ -113,6 +116,16 @@ pub struct Task {
 }
 
 impl Task {
+    /// Whether the task allows (`Some(true)`) or forbids multicast, or
+    /// leaves it to the settings (`None`).
+    pub fn multicast_choice(&self) -> Option<bool> {
+        match (self.multicast, self.multicast_forbidden) {
+            (true, _) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => None,
+        }
+    }
+
     /// Whether the agent `id` of `site` is one of the task's targets.
     pub fn targets(&self, id: &str, site: Option<&str>) -> bool {
         self.agents.iter().any(|a| a == id)
@@ -588,7 +601,8 @@ mod tests {
             groups: Vec::new(),
             not_before: None,
             deadline: None,
-            multicast: None,
+            multicast: false,
+            multicast_forbidden: false,
             multicast_delay_s: None,
             precache_only: false,
             install_from_cache_only: false,

@@ -17,7 +17,7 @@ use crate::plugin::{
     Answer, ElectionRequest, InstallAction, InstallJob, InstallReport, Origin, Plugin,
     ScheduleDecision, ScheduleRequest, TransportPlan, TransportRequest, VerifyReport,
 };
-use crate::settings::PluginSettings;
+use crate::settings::{Grant, PluginSettings};
 use crate::state::LogLine;
 
 /// A plugin shipped inside the ferry binary.
@@ -84,6 +84,9 @@ pub struct Registry {
     /// Policies chosen at run time over the settings' (see
     /// [`Registry::choose`]).
     chosen: RwLock<BTreeMap<Kind, String>>,
+    /// Grants set at run time over the settings' (see
+    /// [`Registry::set_grants`]).
+    grants: RwLock<BTreeMap<String, Grant>>,
 }
 
 impl Registry {
@@ -129,6 +132,7 @@ impl Registry {
             failed: Mutex::new(BTreeMap::new()),
             reloading: Mutex::new(()),
             chosen: RwLock::new(BTreeMap::new()),
+            grants: RwLock::new(BTreeMap::new()),
         };
         let report = registry.reload();
         for kind in [Kind::Transport, Kind::Schedule, Kind::Election] {
@@ -373,6 +377,40 @@ impl Registry {
         Ok(())
     }
 
+    /// Grants plugins by name from now on, each over what the node's
+    /// settings grant it (`grants` holds the whole grant of every plugin
+    /// it names; an empty map: back to the settings). Plugins loaded with
+    /// other grants are loaded again; calls in flight finish with the
+    /// grants they started with. Returns whether anything changed.
+    pub fn set_grants(&self, grants: BTreeMap<String, Grant>) -> bool {
+        {
+            let mut held = self.grants.write().unwrap_or_else(|p| p.into_inner());
+            if *held == grants {
+                return false;
+            }
+            *held = grants;
+        }
+        self.builtin_lock().clear();
+        // Every site plugin is loaded again at the next reload, including
+        // those that failed with the old grants.
+        for site in self.site_write().values_mut() {
+            site.stamp = [(None, u64::MAX); 2];
+        }
+        self.failed_lock().clear();
+        self.reload();
+        true
+    }
+
+    /// What plugin `name` is granted now.
+    fn grant(&self, name: &str) -> Option<Grant> {
+        self.grants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .or_else(|| self.settings.grants.get(name))
+            .cloned()
+    }
+
     /// The name of the policy plugin used for `kind` now.
     pub fn policy_name(&self, kind: Kind) -> Option<String> {
         if let Some(name) = self
@@ -585,7 +623,7 @@ impl Registry {
                 Origin::Builtin,
                 builtin.wasm,
                 self.settings.config.get(name),
-                self.settings.grants.get(name),
+                self.grant(name).as_ref(),
             )?
             .with_caps(&self.settings.caps(kind)),
         );
@@ -603,7 +641,7 @@ impl Registry {
             Origin::Directory(dir.to_path_buf()),
             &wasm,
             self.settings.config.get(&name),
-            self.settings.grants.get(&name),
+            self.grant(&name).as_ref(),
         )?
         .with_caps(&caps))
     }

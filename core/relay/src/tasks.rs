@@ -118,8 +118,15 @@ impl RelayTasks {
 /// Holds a check-in open at the upstream and keeps what it answers.
 pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
     let mut failures = 0u32;
+    // The first check-in asks for everything: what tasks.json holds may
+    // lack what this version keeps (settings, written by an older relay).
+    let mut first = true;
     loop {
-        let after = *state.tasks.version.borrow();
+        let after = if first {
+            0
+        } else {
+            *state.tasks.version.borrow()
+        };
         let hold = MAX_CHECKIN_WAIT.min(state.config.sync.stall.as_secs().saturating_sub(5).max(1));
         let path = format!("{}?wait={hold}", routes::relative(routes::CHECKIN));
         let asked = std::time::Instant::now();
@@ -130,6 +137,7 @@ pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
         match answer {
             Ok(mut answer) => {
                 failures = 0;
+                first = false;
                 if answer.version == after {
                     // An upstream that answers at once without news is not
                     // asked again in a tight loop.

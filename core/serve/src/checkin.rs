@@ -61,6 +61,10 @@ async fn checkin(
         version,
         server: source.server_kind().to_owned(),
         tasks: source.tasks_for(&caller.0),
-        settings: source.settings(),
+        // A caller that holds this version holds these settings: the
+        // document (up to 1 MiB) is not sent again at every held check-in.
+        settings: (version != request.after)
+            .then(|| source.settings())
+            .flatten(),
     }))
 }
