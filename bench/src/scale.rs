@@ -71,7 +71,10 @@ async fn checkin(
 ) -> anyhow::Result<CheckinResponse> {
     let response = client
         .post(url)
-        .json(&CheckinRequest { after })
+        .json(&CheckinRequest {
+            after,
+            ..CheckinRequest::default()
+        })
         .send()
         .await?
         .error_for_status()?;

@@ -372,30 +372,40 @@ fn settings_altered_or_replayed_by_the_relay_are_refused() {
         has(s, "checkin-wait", "10s", "global")
     });
 
-    // The relay alters the settings it passes on: refused, the held ones
-    // stay in force.
+    // The relay alters the settings it passes on, claiming a newer version
+    // so agents take them: refused, the held ones stay in force.
     wan.set(Mode::Refuse);
     relay.kill();
     let mut held: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&tasks_file).unwrap()).unwrap();
     let doc = held["settings"].as_str().unwrap().to_owned();
-    let forged = doc.replace("\"checkin-wait\": \"10s\"", "\"checkin-wait\": \"1s\"");
-    assert_ne!(forged, doc, "the value is in the document: {doc}");
+    let newer = second.as_u64().unwrap() + 1;
+    let forged = doc
+        .replace("\"checkin-wait\": \"10s\"", "\"checkin-wait\": \"1s\"")
+        .replace(
+            &format!("\"version\": {second}"),
+            &format!("\"version\": {newer}"),
+        );
+    assert!(
+        forged.contains("\"1s\"") && forged.contains(&newer.to_string()),
+        "the value and version are in the document: {doc}"
+    );
     held["settings"] = forged.into();
     held["version"] = 1000.into();
     std::fs::write(&tasks_file, serde_json::to_vec(&held).unwrap()).unwrap();
     relay.run();
     agent.wait_refusal("settings from", LIMIT);
 
-    // The relay replays the older, genuinely signed settings: refused as a
-    // replay.
+    // The relay serves the older, genuinely signed settings: the agent,
+    // which holds newer ones, keeps those.
     relay.kill();
     let mut replayed = first.clone();
     replayed["version"] = 2000.into();
     std::fs::write(&tasks_file, serde_json::to_vec(&replayed).unwrap()).unwrap();
     relay.run();
-    agent.wait_refusal("a replay", LIMIT);
-    let status = agent.status();
+    let status = agent.wait_status("a check-in at the replaying relay", LIMIT, |s| {
+        s["agent"]["task_version"] == 2000
+    });
     assert!(has(&status, "checkin-wait", "10s", "global"), "{status:#}");
     assert_eq!(status["agent"]["settings_version"], second, "{status:#}");
 }

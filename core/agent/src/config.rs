@@ -58,6 +58,8 @@ pub enum SettingsGrants {
 
 impl SettingsGrants {
     /// `base` (agent.toml's grant) with `setting` applied as this allows.
+    /// Blocks: narrowing resolves symlinks, so a link inside a granted
+    /// directory that leads out of it does not pass.
     pub fn apply(
         self,
         base: &ferry_plugin::Grant,
@@ -76,9 +78,16 @@ impl SettingsGrants {
             }
             SettingsGrants::Narrow => {
                 if let Some(d) = &setting.directories {
+                    let real = |p: &std::path::Path| {
+                        std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+                    };
                     grant.directories = d
                         .iter()
-                        .filter(|dir| base.directories.iter().any(|b| dir.starts_with(b)))
+                        .filter(|dir| {
+                            base.directories
+                                .iter()
+                                .any(|b| dir.starts_with(b) && real(dir).starts_with(real(b)))
+                        })
                         .cloned()
                         .collect();
                 }

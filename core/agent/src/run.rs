@@ -24,6 +24,9 @@ use crate::{AgentConfig, AgentError, AgentLayout};
 /// How often an agent behind a relay also checks in at the hub.
 const HUB_CHECK_EVERY: Duration = Duration::from_secs(15 * 60);
 
+/// How often the machine's inventory is checked for changes.
+const INVENTORY_EVERY: Duration = Duration::from_secs(600);
+
 /// Most refusals kept in the status file.
 const MAX_REFUSALS: usize = 16;
 
@@ -107,7 +110,11 @@ pub async fn run(
         &agent.config,
     )));
     write_status(&agent, &status).await;
-    report_inventory(&agent).await;
+    // The settings held apply from the first task on.
+    for note in agent.apply_held_settings(&agent.settings()).await {
+        tracing::warn!("settings: {note}");
+    }
+    let inventory = tokio::spawn(report_inventory(agent.clone()));
     let forwarder = tokio::spawn(crate::outbox::forward(outbox, server, agent.hub.clone()));
     let checkins = tokio::spawn(check_in(agent.clone(), status.clone()));
     let settings = tokio::spawn(crate::settings::keep_applied(agent.clone(), status.clone()));
@@ -116,6 +123,7 @@ pub async fn run(
     shutdown.await;
     checkins.abort();
     settings.abort();
+    inventory.abort();
     worker.abort();
     forwarder.abort();
     status.lock().unwrap_or_else(|p| p.into_inner()).pid = None;
@@ -123,24 +131,47 @@ pub async fn run(
     Ok(())
 }
 
-async fn report_inventory(agent: &Arc<Agent>) {
-    let agent = agent.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let inventory = crate::inventory::gather(&agent.layout.content(), &agent.config.server);
-        let body = serde_json::to_value(&inventory).unwrap_or_default();
-        // Group settings select by inventory.
-        agent
-            .central
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .set_inventory(inventory);
-        // One inventory report per run and state of the machine.
-        let key = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp());
-        if let Err(e) = agent.outbox.keep(INVENTORY_REPORT, &key, 0, body) {
-            tracing::error!("cannot keep the inventory report: {e}");
+/// Reports the machine's inventory now, then again whenever it changes
+/// (checked every 10 minutes): group settings select by it, so a machine
+/// that moved to another subnet takes that group's settings.
+async fn report_inventory(agent: Arc<Agent>) {
+    let mut last: Option<ferry_net::tasks::Inventory> = None;
+    loop {
+        let gathering = agent.clone();
+        let inventory = tokio::task::spawn_blocking(move || {
+            crate::inventory::gather(&gathering.layout.content(), &gathering.config.server)
+        })
+        .await;
+        if let Ok(inventory) = inventory {
+            // Free disk changes all the time; it alone is no news.
+            let same = last.as_ref().is_some_and(|l| {
+                ferry_net::tasks::Inventory {
+                    free_disk: inventory.free_disk,
+                    ..l.clone()
+                } == inventory
+            });
+            if !same {
+                let keeping = agent.clone();
+                let body = serde_json::to_value(&inventory).unwrap_or_default();
+                let _ = tokio::task::spawn_blocking(move || {
+                    // One inventory report per run and state of the machine.
+                    let key = format!("{}-{}", std::process::id(), chrono::Utc::now().timestamp());
+                    if let Err(e) = keeping.outbox.keep(INVENTORY_REPORT, &key, 0, body) {
+                        tracing::error!("cannot keep the inventory report: {e}");
+                    }
+                })
+                .await;
+                agent
+                    .central
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .set_inventory(inventory.clone());
+                agent.settings_changed.notify_one();
+                last = Some(inventory);
+            }
         }
-    })
-    .await;
+        tokio::time::sleep(INVENTORY_EVERY).await;
+    }
 }
 
 pub(crate) async fn write_status(agent: &Arc<Agent>, status: &Arc<std::sync::Mutex<AgentStatus>>) {
@@ -207,7 +238,7 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
             hub_heard = tokio::time::Instant::now();
             let quick = format!("{}?wait=0", routes::relative(routes::CHECKIN));
             match hub
-                .post_json::<_, CheckinResponse>(&quick, &CheckinRequest { after: 0 })
+                .post_json::<_, CheckinResponse>(&quick, &CheckinRequest::default())
                 .await
             {
                 Ok(answer) => {
@@ -217,7 +248,15 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
             }
         }
         let path = format!("{}?wait={wait}", routes::relative(routes::CHECKIN));
-        let request = CheckinRequest { after };
+        let held_settings = agent
+            .central
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .version();
+        let request = CheckinRequest {
+            after,
+            settings: held_settings,
+        };
         let quick = std::time::Instant::now();
         let answer = match server
             .post_json::<_, CheckinResponse>(&path, &request)
@@ -259,15 +298,16 @@ async fn check_in(agent: Arc<Agent>, status: Arc<std::sync::Mutex<AgentStatus>>)
                         .clone();
                     s.task_version = answer.version;
                 }
-                if answer.version != after {
-                    if merge(&agent, &status, answer.tasks, answer.settings).await {
-                        after = answer.version;
-                    } else {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                } else if quick.elapsed() < Duration::from_secs(1) {
-                    // An unchanged answer that came at once (a server that
-                    // does not hold check-ins): never a tight loop.
+                let news = answer.version != after || answer.settings.is_some();
+                if news && !merge(&agent, &status, answer.tasks, answer.settings).await {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                } else {
+                    after = answer.version;
+                }
+                // Answers that come at once (a server that does not hold
+                // check-ins, or one passing settings this agent refuses):
+                // never a tight loop.
+                if quick.elapsed() < Duration::from_secs(1) {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 write_status(&agent, &status).await;

@@ -253,15 +253,13 @@ impl Agent {
     async fn apply_settings(self: &Arc<Self>) -> Vec<String> {
         let settings = self.settings();
         let mut notes = settings.ignored.clone();
+        notes.extend(self.apply_held_settings(&settings).await);
         notes.extend(self.lay_out_plugin_packages(&settings).await);
-        notes.extend(self.apply_grants(&settings).await);
         for (kind, name) in [
             (Kind::Transport, &settings.transport),
             (Kind::Election, &settings.election),
         ] {
-            if let Err(e) = self.registry.choose(kind, name.as_deref()) {
-                notes.push(e.to_string());
-            } else if let Some(name) = name
+            if let Some(name) = name
                 && let Err(e) = self.registry.get(kind, name)
             {
                 notes.push(format!(
@@ -272,28 +270,48 @@ impl Agent {
         notes
     }
 
+    /// Applies what needs no fetch, the grants and the policy choices:
+    /// before the agent's first task, and before plugin packages are laid
+    /// out at every change.
+    pub(crate) async fn apply_held_settings(
+        self: &Arc<Self>,
+        settings: &AgentSettings,
+    ) -> Vec<String> {
+        let mut notes = self.apply_grants(settings).await;
+        for (kind, name) in [
+            (Kind::Transport, &settings.transport),
+            (Kind::Election, &settings.election),
+        ] {
+            if let Err(e) = self.registry.choose(kind, name.as_deref()) {
+                notes.push(e.to_string());
+            }
+        }
+        notes
+    }
+
     /// Grants plugins what the settings say, as agent.toml's
     /// `settings-grants` allows; notes an installer that does not load
     /// with its new grants (its installs fail until that is fixed).
     async fn apply_grants(self: &Arc<Self>, settings: &AgentSettings) -> Vec<String> {
         let policy = self.config.settings_grants;
-        let grants: BTreeMap<String, ferry_plugin::Grant> = settings
-            .grants
-            .iter()
-            .map(|(name, setting)| {
-                let base = self
-                    .config
-                    .plugins
-                    .grants
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_default();
-                (name.clone(), policy.apply(&base, setting))
-            })
-            .collect();
+        let wanted = settings.grants.clone();
+        let agent = self.clone();
         let registry = self.registry.clone();
-        let names: Vec<String> = grants.keys().cloned().collect();
         tokio::task::spawn_blocking(move || {
+            let grants: BTreeMap<String, ferry_plugin::Grant> = wanted
+                .iter()
+                .map(|(name, setting)| {
+                    let base = agent
+                        .config
+                        .plugins
+                        .grants
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_default();
+                    (name.clone(), policy.apply(&base, setting))
+                })
+                .collect();
+            let names: Vec<String> = grants.keys().cloned().collect();
             if registry.set_grants(grants) {
                 tracing::info!("plugin grants changed by the settings ({policy:?})");
             }
@@ -444,8 +462,12 @@ impl Agent {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
             if target.exists() {
                 // One step, so the plugin watcher never finds the directory
-                // missing (it would unload the plugin meanwhile).
-                exchange(&staged, &target).map_err(|e| e.to_string())?;
+                // missing (it would unload the plugin meanwhile); two on a
+                // filesystem that cannot exchange.
+                if exchange(&staged, &target).is_err() {
+                    let _ = std::fs::remove_dir_all(&target);
+                    std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;
+                }
                 let _ = std::fs::remove_dir_all(&staged);
             } else {
                 std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;

@@ -100,6 +100,12 @@ impl TaskBook {
         held.document.as_ref().map(|_| held.expires_at)
     }
 
+    /// The signed settings document with its version, if any.
+    pub fn settings_with_version(&self) -> Option<(u64, String)> {
+        let held = self.settings.read().unwrap_or_else(|p| p.into_inner());
+        held.document.clone().map(|d| (held.seq, d))
+    }
+
     /// The signed settings document, if any.
     pub fn settings(&self) -> Option<String> {
         self.settings

@@ -416,10 +416,11 @@ impl AgentSettings {
                         let paths = parse_paths(v).unwrap_or_default();
                         match field {
                             "directories" => grant.directories = Some(paths),
-                            _ => {
+                            "commands" => {
                                 grant.commands =
                                     Some(paths.iter().map(|p| p.display().to_string()).collect())
                             }
+                            _ => {}
                         }
                     }
                 }

@@ -156,6 +156,10 @@ pub struct CheckinRequest {
     /// The task list version the caller holds; the answer waits until the
     /// server's passes it (or the wait ends).
     pub after: u64,
+    /// The version of the settings the caller holds: a server holding
+    /// newer ones answers at once with them.
+    #[serde(default)]
+    pub settings: u64,
 }
 
 /// `POST /v1/checkin` answer: the signed tasks that may concern the

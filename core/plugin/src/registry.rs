@@ -87,6 +87,9 @@ pub struct Registry {
     /// Grants set at run time over the settings' (see
     /// [`Registry::set_grants`]).
     grants: RwLock<BTreeMap<String, Grant>>,
+    /// Grows with every change of `grants`, so a built-in compiled with
+    /// grants changed meanwhile is not cached.
+    grants_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -133,6 +136,7 @@ impl Registry {
             reloading: Mutex::new(()),
             chosen: RwLock::new(BTreeMap::new()),
             grants: RwLock::new(BTreeMap::new()),
+            grants_generation: std::sync::atomic::AtomicU64::new(0),
         };
         let report = registry.reload();
         for kind in [Kind::Transport, Kind::Schedule, Kind::Election] {
@@ -383,21 +387,54 @@ impl Registry {
     /// other grants are loaded again; calls in flight finish with the
     /// grants they started with. Returns whether anything changed.
     pub fn set_grants(&self, grants: BTreeMap<String, Grant>) -> bool {
-        {
+        // No reload runs meanwhile: it could keep a copy loaded with the
+        // old grants.
+        let _reloading = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let changed: Vec<String> = {
             let mut held = self.grants.write().unwrap_or_else(|p| p.into_inner());
             if *held == grants {
                 return false;
             }
+            let changed = held
+                .keys()
+                .chain(grants.keys())
+                .filter(|name| held.get(*name) != grants.get(*name))
+                .cloned()
+                .collect();
             *held = grants;
-        }
+            self.grants_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            changed
+        };
         self.builtin_lock().clear();
-        // Every site plugin is loaded again at the next reload, including
-        // those that failed with the old grants.
-        for site in self.site_write().values_mut() {
-            site.stamp = [(None, u64::MAX); 2];
-        }
+        // Site plugins whose grants changed are loaded again now; one that
+        // does not load with its new grants is unloaded, never kept with
+        // the old ones. Failures are forgotten, so each is tried again.
         self.failed_lock().clear();
-        self.reload();
+        let regrant: Vec<(Key, PathBuf)> = self
+            .site_read()
+            .iter()
+            .filter(|(key, _)| changed.contains(&key.1))
+            .map(|(key, site)| (key.clone(), site.dir.clone()))
+            .collect();
+        for (key, dir) in regrant {
+            let stamp = std::fs::metadata(dir.join("plugin.toml"))
+                .ok()
+                .and_then(|meta| stamp(&dir, &meta).ok());
+            match self.load_dir(&dir) {
+                Ok(plugin) => {
+                    if let Some(site) = self.site_write().get_mut(&key) {
+                        site.plugin = Arc::new(plugin);
+                    }
+                }
+                Err(e) => {
+                    self.site_write().remove(&key);
+                    tracing::error!(dir = %dir.display(), error = %e, "plugin unloaded: it does not load with its new grants");
+                    self.failed_lock()
+                        .insert(dir, (stamp, format!("with its new grants: {e}")));
+                }
+            }
+        }
         true
     }
 
@@ -616,6 +653,9 @@ impl Registry {
             });
         };
         let manifest = Manifest::parse(builtin.manifest, "built-in plugin.toml")?;
+        let generation = self
+            .grants_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
         let plugin = Arc::new(
             Plugin::load(
                 &self.engine,
@@ -627,7 +667,14 @@ impl Registry {
             )?
             .with_caps(&self.settings.caps(kind)),
         );
-        self.builtin_lock().insert(key, plugin.clone());
+        let mut loaded = self.builtin_lock();
+        if self
+            .grants_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == generation
+        {
+            loaded.insert(key, plugin.clone());
+        }
         Ok(plugin)
     }
 

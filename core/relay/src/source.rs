@@ -141,7 +141,7 @@ impl ferry_serve::checkin::TaskSource for RelaySource {
         self.state.tasks.for_caller(caller)
     }
 
-    fn settings(&self) -> Option<String> {
+    fn settings(&self) -> Option<(u64, String)> {
         self.state.tasks.settings()
     }
 }

@@ -39,7 +39,8 @@ struct Entry {
 pub struct RelayTasks {
     path: PathBuf,
     entries: RwLock<Arc<Vec<Entry>>>,
-    settings: RwLock<Option<String>>,
+    /// The settings document with its version.
+    settings: RwLock<Option<(u64, String)>>,
     version: watch::Sender<u64>,
 }
 
@@ -66,7 +67,7 @@ impl RelayTasks {
         RelayTasks {
             path,
             entries: RwLock::new(Arc::new(entries)),
-            settings: RwLock::new(held.settings),
+            settings: RwLock::new(held.settings.and_then(with_version)),
             version: watch::channel(held.version).0,
         }
     }
@@ -95,9 +96,9 @@ impl RelayTasks {
             .collect()
     }
 
-    /// The hub's signed settings as last heard, passed on unchanged (each
-    /// agent verifies them).
-    pub fn settings(&self) -> Option<String> {
+    /// The hub's signed settings as last heard, with their version, passed
+    /// on unchanged (each agent verifies them).
+    pub fn settings(&self) -> Option<(u64, String)> {
         self.settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -109,36 +110,45 @@ impl RelayTasks {
         ferry_store::durable::write_file(&self.path, &bytes, 0o644)?;
         let entries = held.tasks.into_iter().filter_map(entry).collect();
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(entries);
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = held.settings;
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) =
+            held.settings.and_then(with_version);
         self.version.send_replace(held.version);
         Ok(())
     }
 }
 
+/// A settings document with the version it claims (the relay only uses it
+/// to tell agents behind on settings; each agent verifies them).
+fn with_version(document: String) -> Option<(u64, String)> {
+    let version = ferry_trust::documents::peek(document.as_bytes())
+        .ok()?
+        .version;
+    Some((version, document))
+}
+
 /// Holds a check-in open at the upstream and keeps what it answers.
 pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
     let mut failures = 0u32;
-    // The first check-in asks for everything: what tasks.json holds may
-    // lack what this version keeps (settings, written by an older relay).
-    let mut first = true;
     loop {
-        let after = if first {
-            0
-        } else {
-            *state.tasks.version.borrow()
-        };
+        let after = *state.tasks.version.borrow();
+        let held_settings = state.tasks.settings();
         let hold = MAX_CHECKIN_WAIT.min(state.config.sync.stall.as_secs().saturating_sub(5).max(1));
         let path = format!("{}?wait={hold}", routes::relative(routes::CHECKIN));
         let asked = std::time::Instant::now();
         let answer = state
             .upstream
-            .post_json::<_, CheckinResponse>(&path, &CheckinRequest { after })
+            .post_json::<_, CheckinResponse>(
+                &path,
+                &CheckinRequest {
+                    after,
+                    settings: held_settings.as_ref().map_or(0, |(v, _)| *v),
+                },
+            )
             .await;
         match answer {
             Ok(mut answer) => {
                 failures = 0;
-                first = false;
-                if answer.version == after {
+                if answer.version == after && answer.settings.is_none() {
                     // An upstream that answers at once without news is not
                     // asked again in a tight loop.
                     if asked.elapsed() < Duration::from_secs(1) {
@@ -163,7 +173,8 @@ pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
                 let held = Held {
                     version: answer.version,
                     tasks: answer.tasks,
-                    settings: answer.settings,
+                    // An answer without settings leaves the held ones.
+                    settings: answer.settings.or(held_settings.map(|(_, d)| d)),
                 };
                 let count = held.tasks.len();
                 let tasks = state.clone();

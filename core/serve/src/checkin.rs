@@ -25,9 +25,9 @@ pub trait TaskSource: Send + Sync + 'static {
     /// The unexpired signed task documents that may concern `caller`: an
     /// agent's own, or for a relay, those its site's agents may need.
     fn tasks_for(&self, caller: &ClientIdentity) -> Vec<String>;
-    /// The hub's signed settings document, if any; its changes grow
-    /// [`TaskSource::task_version`] too.
-    fn settings(&self) -> Option<String>;
+    /// The hub's signed settings document with its version, if any; its
+    /// changes grow [`TaskSource::task_version`] too.
+    fn settings(&self) -> Option<(u64, String)>;
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,18 +53,29 @@ async fn checkin(
     caller.require(&[Role::Agent, Role::Relay], "checking in")?;
     let mut versions = source.task_version();
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_CHECKIN_WAIT));
-    // A caller ahead of this server (which was reset, or whose own copy was
-    // tampered with) is answered at once, so it takes this server's list.
-    let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v != request.after)).await;
+    // A caller behind on settings (one that came up to date on tasks while
+    // this server had none) is answered at once.
+    let behind = |held: &Option<(u64, String)>| {
+        held.as_ref()
+            .is_some_and(|(version, _)| *version > request.settings)
+    };
+    if !behind(&source.settings()) {
+        // A caller ahead of this server (which was reset, or whose own copy
+        // was tampered with) is answered at once, so it takes this server's
+        // list.
+        let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v != request.after)).await;
+    }
     let version = *versions.borrow();
+    let settings = source.settings();
     Ok(Json(CheckinResponse {
         version,
         server: source.server_kind().to_owned(),
         tasks: source.tasks_for(&caller.0),
-        // A caller that holds this version holds these settings: the
-        // document (up to 1 MiB) is not sent again at every held check-in.
-        settings: (version != request.after)
-            .then(|| source.settings())
-            .flatten(),
+        // A caller that holds these settings is not sent the document (up
+        // to 1 MiB) again at every held check-in.
+        settings: behind(&settings)
+            .then_some(settings)
+            .flatten()
+            .map(|(_, document)| document),
     }))
 }
