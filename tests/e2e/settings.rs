@@ -93,6 +93,16 @@ fn settings_reach_agents_by_scope_and_a_plugin_package_takes_over_the_transport(
     b.wait_status("its own value", LIMIT, |s| {
         has(s, "checkin-wait", "9s", &format!("agent:{id_b}"))
     });
+    // The hub shows an admin what each agent takes, and from where.
+    let view = settings(&admin, &["list", "--agent", &id_a, "--json"]).json();
+    assert_eq!(
+        view["resolved"]["checkin-wait"],
+        serde_json::json!({"value": "12s", "scope": "site:berlin"}),
+        "{view:#}"
+    );
+    let table = settings(&admin, &["list", "--agent", &id_b]).success();
+    assert!(table.contains(&format!("agent:{id_b}")), "{table}");
+    settings(&admin, &["list", "--agent", "nobody"]).failure("no agent");
 
     // A group scope applies to the agents its selectors take in, by their
     // own inventory; changing the group's members moves the value.

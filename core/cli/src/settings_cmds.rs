@@ -39,8 +39,12 @@ pub enum SettingsCommand {
         #[command(flatten)]
         data: ClientData,
     },
-    /// Every scope's values.
+    /// Every scope's values, or what one agent resolves from them.
     List {
+        /// Show the values agent ID takes and the scope each comes from
+        /// (groups matched against its last reported inventory).
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -119,13 +123,37 @@ pub async fn run_settings(cmd: SettingsCommand) -> anyhow::Result<()> {
             )
             .await
         }
-        SettingsCommand::List { json, data } => {
+        SettingsCommand::List { agent, json, data } => {
             let (_, client) = crate::client_cmds::connect(&data)?;
-            let view: SettingsView = client.get_json(routes::relative(routes::SETTINGS)).await?;
+            let path = match &agent {
+                Some(id) => format!(
+                    "{}?agent={}",
+                    routes::relative(routes::SETTINGS),
+                    url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+                ),
+                None => routes::relative(routes::SETTINGS).to_owned(),
+            };
+            let view: SettingsView = client.get_json(&path).await?;
             if json {
                 return output::json(&view);
             }
-            print(&view);
+            match (&agent, &view.resolved) {
+                (Some(id), Some(resolved)) if resolved.is_empty() => {
+                    println!("agent {id} takes no settings set centrally: its agent.toml applies")
+                }
+                (Some(id), Some(resolved)) => {
+                    let rows: Vec<Vec<String>> = resolved
+                        .iter()
+                        .map(|(k, r)| vec![k.clone(), r.value.clone(), r.scope.to_string()])
+                        .collect();
+                    output::table(&["KEY", "VALUE", "FROM"], &rows);
+                    println!(
+                        "what agent {id} takes at its next check-in (version {})",
+                        view.version
+                    );
+                }
+                _ => print(&view),
+            }
             Ok(())
         }
         SettingsCommand::Keys => {

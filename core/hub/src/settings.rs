@@ -50,7 +50,31 @@ impl HubState {
             version: record.seq,
             expires_at: record.expires_at,
             settings: body_of(&record)?,
+            resolved: None,
         })
+    }
+
+    /// The settings with what agent `id` resolves from them, as the agent
+    /// does: by its site and its last reported inventory. `None`: no such
+    /// agent is enrolled.
+    pub async fn settings_for_agent(&self, id: &str) -> Result<Option<SettingsView>, HubError> {
+        let mut view = self.settings_view().await?;
+        let catalog = self.catalog.clone();
+        let directory =
+            blocking(move || crate::groups::Directory::read(catalog.as_ref())).await??;
+        let Some(client) = directory
+            .clients
+            .iter()
+            .find(|c| c.id == id && c.role == ferry_catalog::Role::Agent)
+        else {
+            return Ok(None);
+        };
+        view.resolved = Some(view.settings.resolve(
+            id,
+            client.site.as_deref(),
+            directory.inventories.get(id),
+        ));
+        Ok(Some(view))
     }
 
     /// Sets and removes values in one scope, then signs the settings again.
@@ -230,6 +254,7 @@ impl HubState {
             version: record.seq,
             expires_at: record.expires_at,
             settings,
+            resolved: None,
         })
     }
 }

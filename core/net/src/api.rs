@@ -120,7 +120,8 @@ pub mod routes {
     /// `POST`: change a group's selectors ([`crate::tasks::GroupChange`] →
     /// [`crate::tasks::GroupInfo`]).
     pub const GROUP: &str = "/v1/groups/{name}";
-    /// `GET`: every scope's settings ([`crate::settings::SettingsView`]);
+    /// `GET [?agent=ID]`: every scope's settings
+    /// ([`crate::settings::SettingsView`]), with what agent ID resolves;
     /// `POST`: change one scope ([`crate::settings::SettingsChange`] →
     /// [`crate::settings::SettingsView`]). Publisher role (the hub).
     pub const SETTINGS: &str = "/v1/settings";

@@ -462,6 +462,10 @@ pub struct SettingsView {
     pub expires_at: i64,
     /// Every scope's values.
     pub settings: Settings,
+    /// With `?agent=ID`: what that agent resolves, each value with the
+    /// scope that set it (groups matched against its last inventory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<BTreeMap<String, Resolved>>,
 }
 
 #[cfg(test)]

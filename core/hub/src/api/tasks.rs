@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::{Json, http::StatusCode};
 use ferry_net::api::{ErrorCode, Role};
 use ferry_net::settings::{SettingsChange, SettingsView};
@@ -118,13 +118,31 @@ pub(crate) async fn change_group(
     ))
 }
 
+/// `?agent=ID` of `GET /v1/settings`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct SettingsQuery {
+    agent: Option<String>,
+}
+
 /// `GET /v1/settings`.
 pub(crate) async fn settings(
     State(state): State<Arc<HubState>>,
     caller: Caller,
+    Query(query): Query<SettingsQuery>,
 ) -> Result<Json<SettingsView>, ApiError> {
     caller.require(&[Role::Publisher], "reading settings")?;
-    Ok(Json(state.settings_view().await?))
+    let Some(agent) = query.agent else {
+        return Ok(Json(state.settings_view().await?));
+    };
+    state
+        .settings_for_agent(&agent)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no agent {agent:?} is enrolled; `ferry agent status` on the machine shows its id"
+            ))
+        })
 }
 
 /// `POST /v1/settings`.
