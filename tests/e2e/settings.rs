@@ -477,3 +477,45 @@ fn settings_widen_and_take_back_what_an_installer_may_write() {
     let record = agent.wait_task(&second, LIMIT, |r| r["reason"] == "installer-failed");
     assert_ne!(record["state"], "installed", "{record:#}");
 }
+
+#[test]
+fn a_relay_takes_the_schedule_plugin_its_settings_name() {
+    let hub = Hub::start();
+    let admin = hub.enroll("publisher", "publisher");
+    let mut relay = Relay::init(&hub, "relay", "berlin", &hub.url());
+    relay.run();
+    let decided_by = |relay: &Relay| {
+        relay.status()["next_sync"]["decided_by"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let wait_for = |relay: &Relay, name: &str| {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let now = decided_by(relay);
+            if now.contains(&format!("schedule {name}@")) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the relay's schedule is {now:?}, not {name}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(&relay, "interval");
+    settings(
+        &admin,
+        &["set", "--scope", "site:berlin", "plugins.schedule=window"],
+    )
+    .success();
+    wait_for(&relay, "window");
+    // Taken back: relay.toml's schedule again.
+    settings(
+        &admin,
+        &["unset", "--scope", "site:berlin", "plugins.schedule"],
+    )
+    .success();
+    wait_for(&relay, "interval");
+}

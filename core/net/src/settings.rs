@@ -71,6 +71,12 @@ pub const KEYS: &[KeyInfo] = &[
                plugin-packages",
     },
     KeyInfo {
+        name: "plugins.schedule",
+        values: "a plugin name",
+        help: "the sync schedule of relays (their site: or agent:ID scope names them by \
+               site or id); a built-in or one in the relay's plugin directory",
+    },
+    KeyInfo {
         name: "plugins.election",
         values: "a plugin name",
         help: "the policy electing a subnet's multicast representative",
@@ -204,7 +210,7 @@ pub fn check(key: &str, value: &str) -> Result<(), String> {
             Err(e) => wrong(e.to_string()),
         },
         "cache-size" => crate::parse_size(value).map(|_| ()).or_else(wrong),
-        "plugins.transport" | "plugins.election" => {
+        "plugins.transport" | "plugins.election" | "plugins.schedule" => {
             if plugin_name(value) {
                 Ok(())
             } else {
@@ -381,6 +387,8 @@ pub struct AgentSettings {
     pub transport: Option<String>,
     /// `plugins.election`.
     pub election: Option<String>,
+    /// `plugins.schedule` (relays).
+    pub schedule: Option<String>,
     /// `plugin-packages`.
     pub plugin_packages: Vec<(String, semver::VersionReq)>,
     /// `grants.PLUGIN.*`, by plugin name.
@@ -406,6 +414,7 @@ impl AgentSettings {
                 "cache-size" => out.cache_size = crate::parse_size(v).ok(),
                 "plugins.transport" => out.transport = Some(v.to_owned()),
                 "plugins.election" => out.election = Some(v.to_owned()),
+                "plugins.schedule" => out.schedule = Some(v.to_owned()),
                 "plugin-packages" => out.plugin_packages = parse_packages(v).unwrap_or_default(),
                 _ => {
                     if let Some((plugin, field)) = key

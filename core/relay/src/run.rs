@@ -75,10 +75,16 @@ pub async fn run(
             s.pid = Some(std::process::id());
         })
         .await;
+    let registry_for_settings = registry.clone();
     let syncer = tokio::spawn(sync_loop(state.clone(), registry, control.clone()));
     let watcher = tokio::spawn(watch_upstream(state.clone(), control.clone()));
     let forwarder = tokio::spawn(forward_reports(state.clone()));
     let tasks = tokio::spawn(crate::tasks::watch_tasks(state.clone()));
+    let settings = tokio::spawn(apply_settings(
+        state.clone(),
+        registry_for_settings,
+        control.clone(),
+    ));
     let counters = tokio::spawn(write_counters(state.clone()));
     tracing::info!(%bound, data = %data.display(), "relay serving");
     ready(bound);
@@ -87,6 +93,7 @@ pub async fn run(
     watcher.abort();
     forwarder.abort();
     tasks.abort();
+    settings.abort();
     counters.abort();
     state
         .update_status(|s| {
@@ -104,6 +111,8 @@ pub async fn run(
 struct SyncControl {
     requested: Notify,
     upstream_changed: Notify,
+    /// The schedule plugin changed: ask it again.
+    replan: Notify,
     progress: watch::Sender<Progress>,
 }
 
@@ -411,6 +420,78 @@ async fn watch_upstream(state: Arc<RelayState>, control: Arc<SyncControl>) {
     }
 }
 
+/// Takes the schedule plugin the hub's signed settings name for this relay
+/// (`plugins.schedule` in its `site:` or `agent:` scope, over
+/// `relay.toml`'s) whenever they change: verified against the hub's
+/// control key, never an older version than the one applied.
+async fn apply_settings(
+    state: Arc<RelayState>,
+    registry: Arc<Registry>,
+    control: Arc<SyncControl>,
+) {
+    let mut applied = 0u64;
+    loop {
+        if let Some((version, document)) = state.tasks.settings()
+            && version > applied
+        {
+            match verified_schedule(&state, &document).await {
+                Ok((version, schedule)) if version > applied => {
+                    applied = version;
+                    match registry.choose(ferry_plugin::Kind::Schedule, schedule.as_deref()) {
+                        Ok(()) => {
+                            tracing::info!(
+                                schedule = registry
+                                    .policy_name(ferry_plugin::Kind::Schedule)
+                                    .unwrap_or_default(),
+                                version,
+                                "settings applied"
+                            );
+                            control.replan.notify_one();
+                        }
+                        Err(e) => tracing::warn!("settings: {e}"),
+                    }
+                }
+                Ok((version, _)) => tracing::warn!(
+                    "settings of version {version} refused: version {applied} is applied (a replay)"
+                ),
+                Err(e) => {
+                    tracing::warn!("settings refused or not checked ({e}); again in a minute");
+                    tokio::select! {
+                        _ = state.tasks.settings_changed.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        state.tasks.settings_changed.notified().await;
+    }
+}
+
+/// The version and this relay's `plugins.schedule` of a settings document,
+/// once it verifies against the control key the hub's root names.
+async fn verified_schedule(
+    state: &Arc<RelayState>,
+    document: &str,
+) -> Result<(u64, Option<String>), String> {
+    let repo = ferry_transfer::load_repository(&state.creds, &state.upstream)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Signature checks are CPU work: off the async threads.
+    let document = document.to_owned();
+    let doc = tokio::task::spawn_blocking(move || {
+        repo.verify_document(document.as_bytes(), ferry_net::settings::SETTINGS_DOCUMENT)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let body: ferry_net::settings::Settings =
+        serde_json::from_value(doc.body).map_err(|e| e.to_string())?;
+    let resolved = body.resolve(&state.creds.info.id, state.creds.info.site.as_deref(), None);
+    let typed = ferry_net::settings::AgentSettings::from_resolved(&resolved);
+    Ok((doc.version, typed.schedule))
+}
+
 /// Asks the schedule plugin when to sync and at what cap, waits, syncs,
 /// and asks again. New upstream metadata is fetched at once; if content
 /// the relay keeps is missing, the plugin hears of the backlog and decides
@@ -493,6 +574,7 @@ async fn sync_loop(state: Arc<RelayState>, registry: Arc<Registry>, control: Arc
                 continue;
             }
             _ = sleep_until_unix(wake) => {}
+            _ = control.replan.notified() => continue,
             _ = control.upstream_changed.notified() => {
                 match crate::sync::sync(&state, "upstream-changed", Mode::MetadataOnly).await {
                     Ok(record) => {

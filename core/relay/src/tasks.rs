@@ -41,6 +41,8 @@ pub struct RelayTasks {
     entries: RwLock<Arc<Vec<Entry>>>,
     /// The settings document with its version.
     settings: RwLock<Option<(u64, String)>>,
+    /// Woken when the settings document changes.
+    pub(crate) settings_changed: tokio::sync::Notify,
     version: watch::Sender<u64>,
 }
 
@@ -68,6 +70,7 @@ impl RelayTasks {
             path,
             entries: RwLock::new(Arc::new(entries)),
             settings: RwLock::new(held.settings.and_then(with_version)),
+            settings_changed: tokio::sync::Notify::new(),
             version: watch::channel(held.version).0,
         }
     }
@@ -110,8 +113,16 @@ impl RelayTasks {
         ferry_store::durable::write_file(&self.path, &bytes, 0o644)?;
         let entries = held.tasks.into_iter().filter_map(entry).collect();
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(entries);
-        *self.settings.write().unwrap_or_else(|p| p.into_inner()) =
-            held.settings.and_then(with_version);
+        let settings = held.settings.and_then(with_version);
+        let changed = {
+            let mut held = self.settings.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *held != settings;
+            *held = settings;
+            changed
+        };
+        if changed {
+            self.settings_changed.notify_one();
+        }
         self.version.send_replace(held.version);
         Ok(())
     }
