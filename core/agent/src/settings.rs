@@ -255,18 +255,27 @@ impl Agent {
         let mut notes = settings.ignored.clone();
         notes.extend(self.apply_held_settings(&settings).await);
         notes.extend(self.lay_out_plugin_packages(&settings).await);
-        for (kind, name) in [
-            (Kind::Transport, &settings.transport),
-            (Kind::Election, &settings.election),
-        ] {
-            if let Some(name) = name
-                && let Err(e) = self.registry.get(kind, name)
-            {
-                notes.push(format!(
-                    "{kind} plugin {name} is not available ({e}); the built-in default decides"
-                ));
-            }
-        }
+        // Loading a built-in compiles it: off the async threads.
+        let registry = self.registry.clone();
+        let chosen = [
+            (Kind::Transport, settings.transport.clone()),
+            (Kind::Election, settings.election.clone()),
+        ];
+        let missing = tokio::task::spawn_blocking(move || {
+            chosen
+                .into_iter()
+                .filter_map(|(kind, name)| {
+                    let name = name?;
+                    let e = registry.get(kind, &name).err()?;
+                    Some(format!(
+                        "{kind} plugin {name} is not available ({e}); the built-in default decides"
+                    ))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        notes.extend(missing);
         notes
     }
 

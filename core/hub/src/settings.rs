@@ -187,7 +187,7 @@ impl HubState {
     /// or if they no longer verify with the control key (it was rotated).
     pub(crate) async fn refresh_settings(&self) -> Result<(), HubError> {
         let _serial = self.task_lock.lock().await;
-        let Some(document) = self.tasks.settings() else {
+        let Some((_, document)) = self.tasks.settings() else {
             return Ok(());
         };
         let expires_at = self.tasks.settings_expiry().unwrap_or(0);

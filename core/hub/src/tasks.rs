@@ -39,7 +39,7 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 struct HeldSettings {
     seq: u64,
-    document: Option<String>,
+    document: Option<Arc<str>>,
     expires_at: i64,
 }
 
@@ -67,7 +67,7 @@ impl TaskBook {
             .collect::<Result<Vec<_>, _>>()?;
         let settings = settings.map_or_else(HeldSettings::default, |r| HeldSettings {
             seq: r.seq,
-            document: Some(r.document),
+            document: Some(r.document.into()),
             expires_at: r.expires_at,
         });
         Ok(TaskBook {
@@ -88,7 +88,7 @@ impl TaskBook {
     pub(crate) fn put_settings(&self, record: &ferry_catalog::SettingsRecord) {
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) = HeldSettings {
             seq: record.seq,
-            document: Some(record.document.clone()),
+            document: Some(record.document.as_str().into()),
             expires_at: record.expires_at,
         };
         self.publish_version();
@@ -101,18 +101,9 @@ impl TaskBook {
     }
 
     /// The signed settings document with its version, if any.
-    pub fn settings_with_version(&self) -> Option<(u64, String)> {
+    pub fn settings(&self) -> Option<(u64, Arc<str>)> {
         let held = self.settings.read().unwrap_or_else(|p| p.into_inner());
         held.document.clone().map(|d| (held.seq, d))
-    }
-
-    /// The signed settings document, if any.
-    pub fn settings(&self) -> Option<String> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .document
-            .clone()
     }
 
     fn snapshot(&self) -> Arc<Vec<Entry>> {

@@ -141,7 +141,7 @@ impl ferry_serve::checkin::TaskSource for RelaySource {
         self.state.tasks.for_caller(caller)
     }
 
-    fn settings(&self) -> Option<(u64, String)> {
+    fn settings(&self) -> Option<(u64, std::sync::Arc<str>)> {
         self.state.tasks.settings()
     }
 }

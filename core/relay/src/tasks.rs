@@ -40,7 +40,7 @@ pub struct RelayTasks {
     path: PathBuf,
     entries: RwLock<Arc<Vec<Entry>>>,
     /// The settings document with its version.
-    settings: RwLock<Option<(u64, String)>>,
+    settings: RwLock<Option<(u64, Arc<str>)>>,
     /// Woken when the settings document changes.
     pub(crate) settings_changed: tokio::sync::Notify,
     version: watch::Sender<u64>,
@@ -101,7 +101,7 @@ impl RelayTasks {
 
     /// The hub's signed settings as last heard, with their version, passed
     /// on unchanged (each agent verifies them).
-    pub fn settings(&self) -> Option<(u64, String)> {
+    pub fn settings(&self) -> Option<(u64, Arc<str>)> {
         self.settings
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -130,11 +130,11 @@ impl RelayTasks {
 
 /// A settings document with the version it claims (the relay only uses it
 /// to tell agents behind on settings; each agent verifies them).
-fn with_version(document: String) -> Option<(u64, String)> {
+fn with_version(document: String) -> Option<(u64, Arc<str>)> {
     let version = ferry_trust::documents::peek(document.as_bytes())
         .ok()?
         .version;
-    Some((version, document))
+    Some((version, document.into()))
 }
 
 /// Holds a check-in open at the upstream and keeps what it answers.
@@ -185,7 +185,9 @@ pub(crate) async fn watch_tasks(state: Arc<RelayState>) {
                     version: answer.version,
                     tasks: answer.tasks,
                     // An answer without settings leaves the held ones.
-                    settings: answer.settings.or(held_settings.map(|(_, d)| d)),
+                    settings: answer
+                        .settings
+                        .or(held_settings.map(|(_, d)| d.to_string())),
                 };
                 let count = held.tasks.len();
                 let tasks = state.clone();

@@ -26,8 +26,9 @@ pub trait TaskSource: Send + Sync + 'static {
     /// agent's own, or for a relay, those its site's agents may need.
     fn tasks_for(&self, caller: &ClientIdentity) -> Vec<String>;
     /// The hub's signed settings document with its version, if any; its
-    /// changes grow [`TaskSource::task_version`] too.
-    fn settings(&self) -> Option<(u64, String)>;
+    /// changes grow [`TaskSource::task_version`] too. Shared, not copied:
+    /// every check-in asks.
+    fn settings(&self) -> Option<(u64, Arc<str>)>;
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,7 +56,7 @@ async fn checkin(
     let wait = std::time::Duration::from_secs(query.wait.min(MAX_CHECKIN_WAIT));
     // A caller behind on settings (one that came up to date on tasks while
     // this server had none) is answered at once.
-    let behind = |held: &Option<(u64, String)>| {
+    let behind = |held: &Option<(u64, Arc<str>)>| {
         held.as_ref()
             .is_some_and(|(version, _)| *version > request.settings)
     };
@@ -76,6 +77,6 @@ async fn checkin(
         settings: behind(&settings)
             .then_some(settings)
             .flatten()
-            .map(|(_, document)| document),
+            .map(|(_, document)| document.to_string()),
     }))
 }

@@ -112,7 +112,7 @@ impl ferry_serve::checkin::TaskSource for HubSource {
         self.state.tasks.for_caller(caller)
     }
 
-    fn settings(&self) -> Option<(u64, String)> {
-        self.state.tasks.settings_with_version()
+    fn settings(&self) -> Option<(u64, std::sync::Arc<str>)> {
+        self.state.tasks.settings()
     }
 }

@@ -24,6 +24,18 @@ fn refusal(r: TaskRefusal) -> ApiError {
     }
 }
 
+/// Runs `work` to its end even if the client goes away: a change kept in
+/// the catalog is also signed and made current for check-ins, never left
+/// half done by a dropped request.
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, crate::HubError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("the change stopped: {e}")))?
+        .map_err(ApiError::from)
+}
+
 fn check_id(id: &str) -> Result<(), ApiError> {
     if valid_task_id(id) {
         Ok(())
@@ -41,8 +53,8 @@ pub(crate) async fn create(
     Json(spec): Json<TaskSpec>,
 ) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
     caller.require(&[Role::Publisher], "creating tasks")?;
-    let created = state
-        .create_task(spec, &caller.0.id)
+    let by = caller.0.id.clone();
+    let created = to_the_end(async move { state.create_task(spec, &by).await })
         .await?
         .map_err(refusal)?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -82,7 +94,8 @@ pub(crate) async fn cancel(
 ) -> Result<Json<Task>, ApiError> {
     caller.require(&[Role::Publisher], "cancelling tasks")?;
     check_id(&id)?;
-    Ok(Json(state.cancel_task(&id).await?.map_err(refusal)?))
+    let cancelled = to_the_end(async move { state.cancel_task(&id).await }).await?;
+    Ok(Json(cancelled.map_err(refusal)?))
 }
 
 /// `POST /v1/groups`.
@@ -113,9 +126,8 @@ pub(crate) async fn change_group(
     Json(change): Json<GroupChange>,
 ) -> Result<Json<GroupInfo>, ApiError> {
     caller.require(&[Role::Publisher], "changing groups")?;
-    Ok(Json(
-        state.change_group(&name, change).await?.map_err(refusal)?,
-    ))
+    let changed = to_the_end(async move { state.change_group(&name, change).await }).await?;
+    Ok(Json(changed.map_err(refusal)?))
 }
 
 /// `?agent=ID` of `GET /v1/settings`.
@@ -152,10 +164,7 @@ pub(crate) async fn change_settings(
     Json(change): Json<SettingsChange>,
 ) -> Result<Json<SettingsView>, ApiError> {
     caller.require(&[Role::Publisher], "changing settings")?;
-    Ok(Json(
-        state
-            .change_settings(change, &caller.0.id)
-            .await?
-            .map_err(refusal)?,
-    ))
+    let by = caller.0.id.clone();
+    let changed = to_the_end(async move { state.change_settings(change, &by).await }).await?;
+    Ok(Json(changed.map_err(refusal)?))
 }
