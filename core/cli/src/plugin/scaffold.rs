@@ -103,17 +103,17 @@ fn plugin_toml(kind: Kind, name: &str) -> String {
         ),
         Kind::Election => (
             "",
-            "memory-mib = 16\ntimeout-ms = 100",
+            "memory-mib = 16\ntimeout-ms = 500",
             "prefer-wired = true\n",
         ),
         Kind::Schedule => (
             "",
-            "memory-mib = 16\ntimeout-ms = 100",
+            "memory-mib = 16\ntimeout-ms = 500",
             "every-minutes = 60\n",
         ),
         Kind::Transport => (
             "",
-            "memory-mib = 16\ntimeout-ms = 100",
+            "memory-mib = 16\ntimeout-ms = 500",
             "multicast-min-peers = 3\n",
         ),
     };
